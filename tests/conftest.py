@@ -1,0 +1,14 @@
+"""Shared pytest fixtures."""
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def proxyless_trace():
+    """The paper's setting walked once: ProxylessNAS-Mobile, GN+WS, lite residuals, 224 px, 102 classes."""
+    from tinytl.memory import cached_trace
+
+    return cached_trace("proxylessnas_mobile", 224, 102, True, "gn")

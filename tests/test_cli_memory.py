@@ -1,0 +1,47 @@
+"""`python -m tinytl memory`: JSON output, table output, and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tinytl.cli import main
+
+
+def test_json_matches_table2(capsys):
+    assert main(["memory", "--policy", "bias", "--resolution", "224", "--batch-size", "8", "--classes", "102",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["total_mb"] == pytest.approx(31.7, rel=0.01)
+    assert out["view"] == "paper" and out["backbone"] == "proxylessnas_mobile" and out["policy"] == "bias"
+    assert out["stored_activation_bytes"] == 8 * sum(l["stored_bytes"] for l in out["layers"])
+
+
+def test_table_output(capsys):
+    assert main(["memory", "--policy", "last"]) == 0
+    text = capsys.readouterr().out
+    assert "classifier.1" in text and "total 30.8" in text
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--backbone", "nope"], "valid: proxylessnas_mobile"),
+    (["--policy", "nope"], "valid: full, last"),
+    (["--resolution", "16"], "resolution"),
+    (["--resolution", "abc"], "invalid int"),
+    (["--batch-size", "0"], "batch size"),
+    (["--classes", "0"], "classes"),
+    (["--frozen-bits", "33"], "frozen bits"),
+    (["--policy", "lite", "--no-lite-residual"], "lite residual"),
+])
+def test_bad_input_exit_2_one_line(argv, needle):
+    proc = subprocess.run([sys.executable, "-m", "tinytl", "memory", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_lists_commands():
+    proc = subprocess.run([sys.executable, "-m", "tinytl", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "memory" in proc.stdout

@@ -1,0 +1,42 @@
+"""`python -m tinytl COMMAND ...`: a thin argparse layer over the library, one module per command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from tinytl.errors import TinyTLError
+
+# Each module defines add_parser(subparsers) and sets the subcommand's `func(args) -> int`.
+COMMAND_MODULES = ("tinytl.cli.memory_cmd",)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports bad input as one line on stderr and exit code 2 (no usage dump)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m tinytl",
+                           description="TinyTL explorer: training memory of on-device transfer learning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser,
+                                metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TinyTLError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head`: not an error of ours
+        sys.stderr.close()
+        return 0

@@ -1,0 +1,31 @@
+"""Arguments shared by several commands (model setting, policy, output format)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tinytl.models.layers import NORMS
+
+
+def add_model_args(parser: argparse.ArgumentParser, default_policy: str = "lite+bias") -> None:
+    """--backbone, --policy, --resolution, --batch-size, --classes, --no-lite-residual, --norm."""
+    parser.add_argument("--backbone", default="proxylessnas_mobile",
+                        help="proxylessnas_mobile or any torchvision classification model name")
+    parser.add_argument("--policy", default=default_policy,
+                        help="full, last, norm+last, bias, lite, lite+bias, or custom:GLOB[,GLOB...]")
+    parser.add_argument("--resolution", type=int, default=224, help="input size in pixels (>= 32)")
+    parser.add_argument("--batch-size", type=int, default=8, help="training batch size (>= 1)")
+    parser.add_argument("--classes", type=int, default=102, help="classifier outputs (>= 1)")
+    parser.add_argument("--no-lite-residual", dest="lite_residual", action="store_false",
+                        help="build the backbone without lite residual branches")
+    parser.add_argument("--norm", choices=NORMS, default="gn",
+                        help="gn: GroupNorm+WS (paper); bn: BatchNorm, batch statistics; "
+                             "bn-frozen: BatchNorm with fixed running statistics")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def print_json(obj: dict) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -1,0 +1,47 @@
+"""`memory`: per-layer training memory of a setting under a view (analysis only, nothing allocated)."""
+
+from __future__ import annotations
+
+import argparse
+
+from tinytl.cli.common import add_model_args, print_json
+from tinytl.memory import VIEWS, profile_memory
+
+TABLE_COLUMNS = ["name", "type", "output_shape", "params", "trainable_params", "stored_bytes", "tmp_bytes",
+                 "live_bytes"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("memory", help="training memory per layer (paper / pytorch / engine views)",
+                       description=__doc__)
+    add_model_args(p)
+    p.add_argument("--frozen-bits", type=int, default=8, help="bits per frozen parameter (1..32, paper: 8)")
+    p.add_argument("--view", choices=list(VIEWS), default="paper", help="which memory model prices the layers")
+    p.add_argument("--flops", action="store_true", help="also count MACs with fvcore (builds a real batch-1 model)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = profile_memory(args.backbone, args.policy, args.resolution, args.batch_size, args.classes,
+                            args.frozen_bits, args.lite_residual, args.norm, args.view)
+    out = report.to_dict()
+    if args.flops:
+        from tinytl.memory.flops import count_macs
+        out["macs"] = count_macs(args.backbone, args.resolution, args.classes, args.lite_residual, args.norm)
+    if args.json:
+        print_json(out)
+        return 0
+    import pandas as pd
+
+    frame = report.to_frame()[TABLE_COLUMNS]
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        print(frame.to_string(index=False))
+    print(f"\n{report.view} view | {report.backbone} | policy {report.policy} | {report.resolution}px | "
+          f"batch {report.batch_size} | {report.num_classes} classes | norm {report.norm}")
+    print(f"total {report.total_mb:.2f} MB = activations {report.activation_mb:.2f} MB "
+          f"(peak at {report.peak_layer}) + parameters {report.param_mb:.2f} MB "
+          f"({report.num_trainable_params:,} of {report.num_params:,} trainable; frozen at {report.frozen_bits} bits)")
+    print(f"stored for backward: {report.stored_activation_bytes / 1e6:.2f} MB")
+    if args.flops:
+        print(f"MACs: {out['macs'] / 1e6:.1f} M")
+    return 0

@@ -1,0 +1,95 @@
+"""Price a walked model under a policy and a view: the shared peak arithmetic of every view."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from tinytl.errors import TinyTLError
+from tinytl.memory.report import LayerRow, MemoryReport
+from tinytl.memory.views import ACT_BYTES, LayerGrads, ViewContext, get_view
+from tinytl.memory.walk import ModelTrace, trace_backbone
+from tinytl.policies import Policy, classifier_name, policy_label, trainable_names
+
+_GROUP = re.compile(r"^(.*?\.\d+)(?:\.|$)")
+
+
+def layer_group(name: str) -> str:
+    """Stage a layer belongs to: its name up to the first numbered component ('blocks.3'), else the first part."""
+    m = _GROUP.match(name)
+    return m.group(1) if m else name.split(".")[0].split("#")[0]
+
+
+def check_batch_size(batch_size: int) -> int:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise TinyTLError(f"batch size must be an integer >= 1, got {batch_size!r}")
+    return batch_size
+
+
+def check_frozen_bits(bits: int) -> int:
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 32:
+        raise TinyTLError(f"frozen bits must be an integer in 1..32, got {bits!r}")
+    return bits
+
+
+def analyze(trace: ModelTrace, policy: Policy, batch_size: int = 8, frozen_bits: int = 8,
+            view: str = "paper", **options) -> MemoryReport:
+    """Training memory of a walked model under `policy`, priced by `view` (no re-walk, nothing allocated)."""
+    check_batch_size(batch_size)
+    check_frozen_bits(frozen_bits)
+    spec = get_view(view)
+    trainable = trainable_names(trace.model, policy)
+    head = classifier_name(trace.model)
+    trains_mask = 0
+    for layer in trace.layers:
+        if any(p in trainable for p in layer.params):
+            trains_mask |= 1 << layer.index
+    ctx = ViewContext(any_backward=any(not (p == head or p.startswith(head + ".")) for p in trainable),
+                      norm=trace.norm, options=options)
+    rows: list[LayerRow] = []
+    stored_so_far = fixed_so_far = 0
+    peak_bytes, peak_index = -1, 0
+    for layer in trace.layers:
+        own = {p.rsplit(".", 1)[-1] for p in layer.params if p in trainable}
+        grads = LayerGrads(weight="weight" in own, bias="bias" in own,
+                           input=bool(layer.ancestors & trains_mask))
+        cost = spec.cost(layer, grads, ctx)
+        residual = ACT_BYTES * layer.residual_numel
+        live = batch_size * (cost.tmp + stored_so_far + residual) + fixed_so_far
+        if live > peak_bytes:
+            peak_bytes, peak_index = live, layer.index
+        stored_so_far += cost.stored
+        fixed_so_far += cost.fixed
+        rows.append(LayerRow(
+            index=layer.index, name=layer.name, type=layer.type, kind=layer.kind, group=layer_group(layer.name),
+            output_shape=layer.output_shape[1:], params=layer.num_params,
+            trainable_params=sum(n for p, n in layer.params.items() if p in trainable),
+            stored_bytes=cost.stored, tmp_bytes=cost.tmp, fixed_bytes=cost.fixed,
+            residual_bytes=residual, live_bytes=live))
+    n_train = sum(trace.param_numels[p] for p in trainable)
+    n_frozen = trace.num_params - n_train
+    bits = frozen_bits if spec.quantizes_frozen else 32
+    return MemoryReport(
+        view=view, backbone=trace.backbone, policy=policy_label(policy), resolution=trace.resolution,
+        batch_size=batch_size, num_classes=trace.num_classes, norm=trace.norm,
+        lite_residual=trace.lite_residual, frozen_bits=bits, layers=tuple(rows), peak_index=peak_index,
+        peak_activation_bytes=max(peak_bytes, 0), trainable_param_bytes=4 * n_train,
+        frozen_param_bytes=n_frozen * bits // 8, buffer_bytes=4 * trace.buffer_numel,
+        num_params=trace.num_params, num_trainable_params=n_train, options=tuple(sorted(options.items())))
+
+
+@lru_cache(maxsize=32)
+def cached_trace(backbone: str, resolution: int, num_classes: int, lite_residual: bool = True,
+                 norm: str = "gn") -> ModelTrace:
+    """The walk for a setting, cached: policy, batch, bits and view changes reuse it."""
+    return trace_backbone(backbone, resolution, num_classes, lite_residual, norm)
+
+
+def profile_memory(backbone: str, policy: Policy = "lite+bias", resolution: int = 224, batch_size: int = 8,
+                   num_classes: int = 1000, frozen_bits: int = 8, lite_residual: bool = True,
+                   norm: str = "gn", view: str = "paper", **options) -> MemoryReport:
+    """One call from settings to report (walks once per distinct model setting, then cached)."""
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise TinyTLError(f"classes must be an integer >= 1, got {num_classes!r}")
+    trace = cached_trace(backbone, resolution, num_classes, lite_residual, norm)
+    return analyze(trace, policy, batch_size, frozen_bits, view, **options)

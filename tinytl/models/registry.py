@@ -1,0 +1,70 @@
+"""Backbones by name: the paper's ProxylessNAS-Mobile, extra registered builders, and any torchvision model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from tinytl.errors import TinyTLError
+from tinytl.models.layers import NORMS, LiteResidual
+from tinytl.models.proxylessnas import ProxylessNASMobile
+from tinytl.models import torchvision_backbones as tvb
+
+Builder = Callable[..., nn.Module]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_backbone(name: str) -> Callable[[Builder], Builder]:
+    """Register `builder(num_classes, lite_residual, norm, **options) -> nn.Module` under a name."""
+    def wrap(builder: Builder) -> Builder:
+        _BUILDERS[name] = builder
+        return builder
+    return wrap
+
+
+@register_backbone("proxylessnas_mobile")
+def _proxylessnas_mobile(num_classes: int, lite_residual: bool, norm: str, **options) -> nn.Module:
+    return ProxylessNASMobile(num_classes, lite_residual=lite_residual, norm=norm, **options)
+
+
+@lru_cache(maxsize=1)
+def _torchvision_names() -> tuple[str, ...]:
+    return tuple(tvb.torchvision_names())
+
+
+def list_backbones() -> list[str]:
+    """Every backbone name `build_model` accepts: registered ones first, then torchvision's."""
+    return list(_BUILDERS) + [n for n in _torchvision_names() if n not in _BUILDERS]
+
+
+def check_backbone(name: str) -> str:
+    """Return the name if it is known, else raise a TinyTLError listing the valid names."""
+    if name not in _BUILDERS and name not in _torchvision_names():
+        raise TinyTLError(f"unknown backbone {name!r}; valid: {', '.join(list_backbones())}")
+    return name
+
+
+def build_model(name: str, num_classes: int = 1000, lite_residual: bool = True, norm: str = "gn",
+                device: str | torch.device = "cpu", **options) -> nn.Module:
+    """Build a backbone with a fresh `num_classes` head; device 'meta' builds shapes only (for analysis)."""
+    check_backbone(name)
+    if norm not in NORMS:
+        raise TinyTLError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    if num_classes < 1:
+        raise TinyTLError(f"classes must be >= 1, got {num_classes}")
+    if name in _BUILDERS:
+        with torch.device(device):
+            return _BUILDERS[name](num_classes, lite_residual, norm, **options)
+    model = tvb.build_torchvision(name, num_classes, norm, device)
+    if lite_residual:
+        meta_twin = model if str(device) == "meta" else tvb.build_torchvision(name, num_classes, norm, "meta")
+        tvb.insert_lite_residuals(model, meta_twin, norm)
+    return model
+
+
+def has_lite_residual(model: nn.Module) -> bool:
+    """True when the model contains at least one lite residual branch."""
+    return any(isinstance(m, LiteResidual) for m in model.modules())
