@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from tinytl.errors import TinyTLError
 
 # Each module defines add_parser(subparsers) and sets the subcommand's `func(args) -> int`.
-COMMAND_MODULES = ("tinytl.cli.memory_cmd",)
+COMMAND_MODULES = ("tinytl.cli.memory_cmd", "tinytl.cli.measure_cmd", "tinytl.cli.finetune_cmd", "tinytl.cli.pretrain_cmd",
+                   "tinytl.cli.search_cmd", "tinytl.cli.collect_cmd")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -23,6 +23,9 @@ def add_model_args(parser: argparse.ArgumentParser, default_policy: str = "lite+
     parser.add_argument("--norm", choices=NORMS, default="gn",
                         help="gn: GroupNorm+WS (paper); bn: BatchNorm, batch statistics; "
                              "bn-frozen: BatchNorm with fixed running statistics")
+    parser.add_argument("--subnet", default=None, metavar="JSON",
+                        help='super-net sub-net (--backbone supernet): {"d": [5 depths in 2..4], '
+                             '"e": [20 expand ratios in 3,4,6], "ks": [20 kernels in 3,5,7]}')
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 

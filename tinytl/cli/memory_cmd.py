@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from tinytl.cli.common import add_model_args, print_json
+from tinytl.engine import ENGINE_MODES
 from tinytl.memory import VIEWS, profile_memory
 
 TABLE_COLUMNS = ["name", "type", "output_shape", "params", "trainable_params", "stored_bytes", "tmp_bytes",
@@ -17,14 +19,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--frozen-bits", type=int, default=8, help="bits per frozen parameter (1..32, paper: 8)")
     p.add_argument("--view", choices=list(VIEWS), default="paper", help="which memory model prices the layers")
+    p.add_argument("--engine-mode", choices=ENGINE_MODES, default="exact",
+                   help="with --view engine: exact (store the minimum) or recompute (keep block inputs only)")
     p.add_argument("--flops", action="store_true", help="also count MACs with fvcore (builds a real batch-1 model)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     report = profile_memory(args.backbone, args.policy, args.resolution, args.batch_size, args.classes,
-                            args.frozen_bits, args.lite_residual, args.norm, args.view)
+                            args.frozen_bits, args.lite_residual, args.norm, args.view, subnet=args.subnet,
+                            **({"mode": args.engine_mode} if args.view == "engine" else {}))
     out = report.to_dict()
+    if args.subnet is not None:
+        out["subnet"] = json.loads(args.subnet)
     if args.flops:
         from tinytl.memory.flops import count_macs
         out["macs"] = count_macs(args.backbone, args.resolution, args.classes, args.lite_residual, args.norm)

@@ -9,6 +9,7 @@ from tinytl.errors import TinyTLError
 from tinytl.memory.report import LayerRow, MemoryReport
 from tinytl.memory.views import ACT_BYTES, LayerGrads, ViewContext, get_view
 from tinytl.memory.walk import ModelTrace, trace_backbone
+from tinytl.models.supernet import parse_subnet
 from tinytl.policies import Policy, classifier_name, policy_label, trainable_names
 
 _GROUP = re.compile(r"^(.*?\.\d+)(?:\.|$)")
@@ -80,16 +81,21 @@ def analyze(trace: ModelTrace, policy: Policy, batch_size: int = 8, frozen_bits:
 
 @lru_cache(maxsize=32)
 def cached_trace(backbone: str, resolution: int, num_classes: int, lite_residual: bool = True,
-                 norm: str = "gn") -> ModelTrace:
-    """The walk for a setting, cached: policy, batch, bits and view changes reuse it."""
-    return trace_backbone(backbone, resolution, num_classes, lite_residual, norm)
+                 norm: str = "gn", subnet: str | None = None) -> ModelTrace:
+    """The walk for a setting, cached: policy, batch, bits and view changes reuse it (subnet: JSON text)."""
+    extra = {"subnet": subnet} if subnet is not None else {}
+    return trace_backbone(backbone, resolution, num_classes, lite_residual, norm, **extra)
 
 
 def profile_memory(backbone: str, policy: Policy = "lite+bias", resolution: int = 224, batch_size: int = 8,
                    num_classes: int = 1000, frozen_bits: int = 8, lite_residual: bool = True,
-                   norm: str = "gn", view: str = "paper", **options) -> MemoryReport:
+                   norm: str = "gn", view: str = "paper", subnet: object = None, **options) -> MemoryReport:
     """One call from settings to report (walks once per distinct model setting, then cached)."""
     if not isinstance(num_classes, int) or num_classes < 1:
         raise TinyTLError(f"classes must be an integer >= 1, got {num_classes!r}")
-    trace = cached_trace(backbone, resolution, num_classes, lite_residual, norm)
+    if subnet is not None:
+        if backbone != "supernet":
+            raise TinyTLError(f"a subnet applies only to the 'supernet' backbone, not {backbone!r}")
+        subnet = parse_subnet(subnet).to_json()
+    trace = cached_trace(backbone, resolution, num_classes, lite_residual, norm, subnet)
     return analyze(trace, policy, batch_size, frozen_bits, view, **options)

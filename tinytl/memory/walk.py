@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from tinytl.engine.convert import RECOMPUTE_BLOCKS
 from tinytl.errors import TinyTLError
 from tinytl.models import build_model
 from tinytl.models.torchvision_backbones import RESNET_BLOCKS, InvertedResidualV2, InvertedResidualV3
@@ -38,6 +39,10 @@ class LayerRecord:
     residual_numel: int  # input size of the enclosing identity-shortcut block, 0 outside one
     block: str  # name of the enclosing block ('' outside one)
     ancestors: int  # bit i set when layer i feeds this layer's input through autograd
+    # earlier (layer, "input" | "output") pairs whose tensor lives in this layer's input storage (same memory)
+    input_peers: tuple[tuple[LayerRecord, str], ...] = field(default=(), repr=False, compare=False)
+    recompute_block: str = ""  # outermost enclosing block the engine's recompute mode re-runs ('' outside one)
+    closes_block_input_numel: int = 0  # first layer after such a block: that block's input size (its consumer)
 
     @property
     def num_params(self) -> int:
@@ -84,6 +89,10 @@ def has_identity_shortcut(module: nn.Module) -> bool:
     return bool(getattr(module, "identity_shortcut", False))
 
 
+def _storage_id(t: torch.Tensor | None) -> int:
+    return t.untyped_storage()._cdata if t is not None else -1
+
+
 def _leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
 
@@ -98,7 +107,9 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
     records: list[LayerRecord] = []
     node_layer: dict[object, int] = {}  # autograd node of a layer's output -> its ancestor mask incl. itself
     memo: dict[object, int] = {}
-    state = {"residual": 0, "block": "", "pending": {}}
+    state = {"residual": 0, "block": "", "pending": {}, "rblock": None, "closing": 0}
+    storage_sites: dict[int, list[tuple[LayerRecord, str]]] = {}  # storage -> layers that read or wrote it
+    alive: list[torch.Tensor] = []  # keeps walked tensors alive so storage ids are not reused
     calls: dict[str, int] = {}
 
     def ancestors_of(node) -> int:
@@ -144,12 +155,27 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
             input_numel=x.numel() if x is not None else 0,
             output_numel=out.numel() if out is not None else 0,
             params={f"{name}.{pn}": p.numel() for pn, p in module.named_parameters(recurse=False)},
-            residual_numel=state["residual"], block=state["block"], ancestors=anc))
+            residual_numel=state["residual"], block=state["block"], ancestors=anc,
+            recompute_block=state["rblock"][0] if state["rblock"] else "", closes_block_input_numel=state["closing"],
+            input_peers=tuple(storage_sites.get(_storage_id(x), ()))))
+        state["closing"] = 0
+        for role, t in (("input", x), ("output", out)):
+            if t is not None:
+                storage_sites.setdefault(_storage_id(t), []).append((records[-1], role))
+                alive.append(t)
         if out is not None and out.grad_fn is not None:
             node_layer[out.grad_fn] = anc | (1 << index)
 
     def block_pre(module, args, name):
         state["residual"], state["block"] = args[0].numel(), name
+
+    def rblock_pre(module, args, name):
+        if state["rblock"] is None:
+            state["rblock"] = (name, module)
+
+    def rblock_post(module, args, output, name):
+        if state["rblock"] is not None and state["rblock"][1] is module:
+            state["rblock"], state["closing"] = None, args[0].numel()
 
     def block_post(module, args, output, name):
         state["residual"], state["block"] = 0, ""
@@ -162,6 +188,9 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
         if name and has_identity_shortcut(module):
             handles.append(module.register_forward_pre_hook(lambda m, a, n=name: block_pre(m, a, n)))
             handles.append(module.register_forward_hook(lambda m, a, o, n=name: block_post(m, a, o, n)))
+        if name and isinstance(module, RECOMPUTE_BLOCKS):
+            handles.append(module.register_forward_pre_hook(lambda m, a, n=name: rblock_pre(m, a, n)))
+            handles.append(module.register_forward_hook(lambda m, a, o, n=name: rblock_post(m, a, o, n)))
     device = next(model.parameters()).device
     x = torch.empty(1, 3, resolution, resolution, device=device)
     try:

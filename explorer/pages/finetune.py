@@ -1,0 +1,110 @@
+"""Fine-tune: start a short real training run, watch its curves live, cancel it (it runs on in the background)."""
+
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from tinytl.data import DATASETS
+from tinytl.errors import TinyTLError
+from tinytl.policies import PAPER_NAMES, POLICIES
+from tinytl.train.recipe import ENGINES, FinetuneSettings
+from tinytl.train.runner import prepare_run, start_background
+from tinytl.train.store import RunStore
+
+RUN_KEY = "ft_run_id"
+WEIGHTS = ("shipped", "none", "file")
+DEFAULTS = FinetuneSettings()
+
+
+def curves(run: dict) -> go.Figure:
+    """Per-epoch training loss and held-out accuracy of one run."""
+    epochs = [e["epoch"] for e in run["history"]]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    fig.add_scatter(x=epochs, y=[e["train_loss"] for e in run["history"]], name="train loss", row=1, col=1)
+    fig.add_scatter(x=epochs, y=[e["test_loss"] for e in run["history"]], name="test loss", row=1, col=1)
+    fig.add_scatter(x=epochs, y=[e["train_accuracy"] for e in run["history"]], name="train accuracy", row=1, col=2)
+    fig.add_scatter(x=epochs, y=[e["test_accuracy"] for e in run["history"]], name="test accuracy", row=1, col=2)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    fig.update_layout(height=340, margin=dict(t=40, b=10), title=f"run #{run['id']}: {run['settings']['policy']}")
+    return fig
+
+
+st.title("Fine-tune")
+st.caption("A short real training run on this machine's CPU with the TinyTL recipe (Adam, cosine LR per step, "
+           "label smoothing, new classifier with dropout, augmentation). The default target is scikit-learn's "
+           "handwritten digits; the shipped checkpoint was pretrained on procedurally drawn glyphs (no digits). "
+           "The run goes on if you leave this page; see all runs on the Runs page.")
+store = RunStore()
+
+with st.form("ft_form"):
+    left, mid, right = st.columns(3)
+    policy = left.selectbox("Policy", POLICIES, index=POLICIES.index(DEFAULTS.policy), key="ft_policy",
+                            format_func=lambda p: f"{p} ({PAPER_NAMES[p]})")
+    dataset = left.selectbox("Dataset", list(DATASETS), key="ft_dataset")
+    data_root = left.text_input("Data root (local datasets only)", key="ft_data_root")
+    weights = mid.selectbox("Weights", WEIGHTS, key="ft_weights",
+                            format_func={"shipped": "shipped glyph checkpoint", "none": "random init",
+                                         "file": "state-dict file / torchvision name"}.get)
+    weights_path = mid.text_input("Weights file or torchvision weight name", key="ft_weights_path")
+    engine = mid.selectbox("Engine", ENGINES, key="ft_engine")
+    epochs = right.number_input("Epochs", 1, 200, DEFAULTS.epochs, key="ft_epochs")
+    resolution = right.number_input("Resolution", 32, 512, DEFAULTS.resolution, step=8, key="ft_resolution")
+    batch_size = right.number_input("Batch size", 1, 512, DEFAULTS.batch_size, key="ft_batch_size")
+    started = st.form_submit_button("Start fine-tune", type="primary")
+
+if started:
+    settings = FinetuneSettings(policy=policy, dataset=dataset, data_root=data_root or None,
+                                weights=weights_path if weights == "file" else weights, engine=engine,
+                                epochs=int(epochs), resolution=int(resolution), batch_size=int(batch_size))
+    try:
+        if weights == "file" and not weights_path:
+            raise TinyTLError("choose a weights file (or a torchvision weight name), or pick another weights option")
+        with st.spinner("Loading data and weights…"):
+            prepared = prepare_run(settings)
+        st.session_state[RUN_KEY], _ = start_background(prepared, store)
+    except TinyTLError as err:
+        st.error(str(err))
+
+run_id = st.session_state.get(RUN_KEY)
+if run_id is None:
+    st.info("Choose settings and start a run. Defaults: lite+bias on digits, about a minute on 2 CPU cores.")
+    st.stop()
+try:
+    status = store.get_run(run_id)["status"]
+except TinyTLError:  # deleted on the Runs page
+    st.session_state.pop(RUN_KEY)
+    st.rerun()
+
+
+@st.fragment(run_every=1.0 if status == "running" else None)
+def live_run() -> None:
+    """Progress, cancel, and curves of the current run, refreshed from the store every second while it runs."""
+    run = store.get_run(run_id)
+    total = max(run["total_steps"] or 1, 1)
+    st.progress(min(run["step"] / total, 1.0), text=f"run #{run_id}: {run['status']}, step {run['step']} of {total}")
+    if run["status"] == "running":
+        if st.button("Cancel run", key="ft_cancel"):
+            store.request_cancel(run_id)
+            st.toast("Cancel requested: the run stops at its next step.")
+    elif run["status"] == "failed":
+        st.error(f"run #{run_id} failed: {run['error']}")
+    elif run["status"] != status:
+        st.rerun()  # finished since the page drew: redraw once without the timer
+    cols = st.columns(4)
+    acc = run["final_accuracy"] if run["final_accuracy"] is not None else (
+        run["history"][-1]["test_accuracy"] if run["history"] else None)
+    cols[0].metric("Test accuracy", f"{acc:.1%}" if acc is not None else "–")
+    peak = run["measured_peak_bytes"]
+    cols[1].metric("Measured peak (one step)", f"{peak / 1e6:.1f} MB" if peak else "–")
+    saved = run["saved_activation_bytes"]
+    cols[2].metric("Saved activations", f"{saved / 1e6:.1f} MB" if saved else "–")
+    cols[3].metric("Predicted (paper view)",
+                   f"{run['predicted_memory_mb']:.1f} MB" if run["predicted_memory_mb"] is not None else "–")
+    if run["history"]:
+        st.plotly_chart(curves(run), key="ft_curves")
+    else:
+        st.caption("Curves appear after the first epoch.")
+
+
+live_run()

@@ -1,0 +1,186 @@
+"""Pareto: predicted (and measured) accuracy of super-net sub-nets against their training memory; search; inspect."""
+
+import json
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from explorer import charts, frames
+from tinytl.devices import DEVICES
+from tinytl.errors import TinyTLError
+from tinytl.memory import profile_memory
+from tinytl.models.supernet import parse_subnet
+from tinytl.policies import PAPER_NAMES, POLICIES
+from tinytl.search.evolution import SearchSettings, pareto_front, random_points, search_subnets
+from tinytl.search.memory import subnet_memory_bytes
+from tinytl.search.predictor import load_predictor
+from tinytl.search.runs import measured_accuracy, prepare_subnet_run, start_subnet_run
+from tinytl.train.store import RunStore
+
+SEARCH_KEY = "pareto_search_result"
+RUN_KEY = "pareto_run_id"
+COLORS = {"ok": "#4C78A8", "over": "#BAB0AC", "front": "#E45756", "measured": "#54A24B", "budget": "#1F2A44"}
+HOVER = ("<b>%{customdata[6]}</b><br>memory %{customdata[3]:.2f} MB · accuracy %{customdata[4]:.1%}"
+         "<br>resolution %{customdata[2]} px<br>depths %{customdata[5]}<br>expand %{customdata[7]}"
+         "<br>kernel %{customdata[8]}<extra></extra>")
+
+
+@st.cache_resource
+def predictor(path: str):
+    return load_predictor(path or None)
+
+
+@st.cache_data
+def sampled(path: str, count: int, policy: str, batch_size: int, classes: int, seed: int) -> pd.DataFrame:
+    points = random_points(predictor(path), count, policy, batch_size, classes, seed=seed)
+    return point_frame(points, "sampled (predicted)")
+
+
+def point_frame(points: list[dict], source: str) -> pd.DataFrame:
+    """One row per point, with the strings the hover shows and the JSON a click selects."""
+    return pd.DataFrame([{
+        "subnet": json.dumps(p["subnet"], separators=(",", ":")), "source": source, "resolution": p["resolution"],
+        "memory MB": p["memory_mb"], "accuracy": p["predicted_accuracy"],
+        "depths": " ".join(map(str, p["subnet"]["d"])), "label": source,
+        "expand": "".join(map(str, p["subnet"]["e"])), "kernel": "".join(map(str, p["subnet"]["ks"])),
+    } for p in points])
+
+
+CUSTOM = ["subnet", "source", "resolution", "memory MB", "accuracy", "depths", "label", "expand", "kernel"]
+
+
+def figure(points: pd.DataFrame, front: pd.DataFrame, measured: pd.DataFrame, budget: float, devices,
+           show_dominated: bool) -> go.Figure:
+    """Scatter of sub-nets (over-budget styled apart), the front as a line, measured runs, budget lines."""
+    fig = go.Figure()
+    if not show_dominated:
+        points = points.iloc[pareto_front(points["memory MB"].to_numpy(), points["accuracy"].to_numpy())]
+    for name, part, marker in (
+            ("within budget", points[points["memory MB"] <= budget], dict(color=COLORS["ok"], size=7, opacity=.7)),
+            ("over budget", points[points["memory MB"] > budget],
+             dict(color=COLORS["over"], size=7, symbol="x", opacity=.6))):
+        fig.add_scatter(x=part["memory MB"].tolist(), y=part["accuracy"].tolist(), mode="markers", name=name,
+                        marker=marker, customdata=part[CUSTOM].values.tolist(), hovertemplate=HOVER)
+    if len(front):
+        fig.add_scatter(x=front["memory MB"].tolist(), y=front["accuracy"].tolist(), mode="lines+markers",
+                        name="Pareto front", line=dict(color=COLORS["front"], width=2, shape="hv"), marker=dict(size=8),
+                        customdata=front[CUSTOM].values.tolist(), hovertemplate=HOVER)
+    if len(measured):
+        fig.add_scatter(x=measured["memory MB"].tolist(), y=measured["accuracy"].tolist(), mode="markers",
+                        name="measured (fine-tune run)", marker=dict(color=COLORS["measured"], size=12, symbol="diamond"),
+                        customdata=measured[CUSTOM].values.tolist(), hovertemplate=HOVER)
+    fig.add_vline(x=budget, line=dict(color=COLORS["budget"], width=2), annotation_text=f"budget {budget:g} MB")
+    for device in devices:
+        fig.add_vline(x=device.budget_mb, line=dict(color="#9D755D", dash="dot"),
+                      annotation_text=device.name, annotation_textangle=-90, annotation_position="top left")
+    fig.update_layout(xaxis_title="training memory (paper view, MB)", yaxis_title="accuracy (digits validation)",
+                      yaxis_tickformat=".0%", height=520, hovermode="closest", margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
+    return fig
+
+
+st.title("Pareto: accuracy vs training memory")
+predictor_path = st.text_input("Accuracy predictor file (empty: the shipped one)", key="pareto_predictor",
+                               help="made by `python -m tinytl collect --train-predictor PATH`")
+try:
+    model = predictor(predictor_path)
+except TinyTLError as err:
+    st.error(str(err))
+    st.stop()
+metrics, provenance = model.metrics, model.provenance
+st.caption(
+    "Sub-nets of the elastic super-net (depth, expand ratio and kernel per block) at the resolutions the accuracy "
+    f"predictor was trained on ({', '.join(map(str, model.resolutions))} px). Memory is the paper view's training "
+    "memory, computed from the configuration; accuracy is predicted by an MLP trained on "
+    f"{provenance.get('pairs', '?')} measured [sub-net, resolution, accuracy] pairs on {provenance.get('dataset', '?')}:"
+    f" held-out RMSE {metrics['rmse']:.2%} (predicting the mean: {metrics['mean_rmse']:.2%}), Kendall tau "
+    f"{metrics['kendall_tau']:.2f} on {metrics['test_pairs']} held-out pairs.")
+
+c1, c2, c3, c4 = st.columns(4)
+policy = c1.selectbox("Policy", POLICIES, index=POLICIES.index("lite+bias"), key="pareto_policy",
+                      format_func=lambda p: f"{p} ({PAPER_NAMES[p]})")
+batch_size = int(c2.number_input("Batch size", 1, 256, 8, key="pareto_batch"))
+classes = int(c3.number_input("Classes", 1, 1000, int(provenance.get("classes", 10)), key="pareto_classes"))
+budget = float(c4.number_input("Memory budget (MB)", 0.1, 10000.0, 8.0, step=0.5, key="pareto_budget"))
+c5, c6, c7 = st.columns([1, 1, 2])
+count = int(c5.slider("Sampled sub-nets", 50, 1000, 300, step=50, key="pareto_samples"))
+show_dominated = c6.toggle("Show dominated points", value=True, key="pareto_dominated")
+device_names = c7.multiselect("Device budget lines", [d.name for d in DEVICES], key="pareto_devices",
+                              default=[d.name for d in DEVICES if d.name == "Coral Edge TPU"])
+
+points = sampled(predictor_path, count, policy, batch_size, classes, 0)
+with st.expander("Search (evolutionary, maximising predicted accuracy within the budget)", expanded=False):
+    s1, s2, s3 = st.columns(3)
+    population = int(s1.number_input("Population", 4, 500, 100, key="pareto_population"))
+    iterations = int(s2.number_input("Iterations", 1, 2000, 500, key="pareto_iterations"))
+    if s3.button("Run search", type="primary", key="pareto_run_search"):
+        bar = st.progress(0.0, text="searching…")
+        try:
+            st.session_state[SEARCH_KEY] = search_subnets(
+                budget, model, policy, batch_size, classes, settings=SearchSettings(population, iterations),
+                progress=lambda i, n: bar.progress(i / n, text=f"iteration {i} of {n}"))
+        except TinyTLError as err:
+            st.session_state.pop(SEARCH_KEY, None)
+            st.error(str(err))
+result = st.session_state.get(SEARCH_KEY)
+if result and (result["policy"], result["batch_size"], result["classes"], result["budget_mb"]) != (
+        policy, batch_size, classes, budget):
+    st.caption("The search below was run for other settings; run it again to match these.")
+if result:
+    front = point_frame(result["front"], "search front (predicted)")
+    best = result["best"]
+    st.success(f"Best within {result['budget_mb']:g} MB: predicted accuracy {best['predicted_accuracy']:.1%} at "
+               f"{best['memory_mb']:.2f} MB, {best['resolution']} px ({len(result['front'])} front points from "
+               f"{result['search']['evaluated']} candidates in {result['search']['seconds']:.1f} s).")
+else:
+    front = points.iloc[pareto_front(points["memory MB"].to_numpy(), points["accuracy"].to_numpy())]
+    front = front[front["memory MB"] <= budget]
+
+measured_parts = []
+for (key, res), info in measured_accuracy(RunStore()).items():
+    config = parse_subnet(key)
+    mem = subnet_memory_bytes(config, res, policy, batch_size, classes) / 1e6
+    measured_parts.append(point_frame([{"subnet": config.to_dict(), "resolution": res, "memory_mb": mem,
+                                        "predicted_accuracy": info["accuracy"]}], f"run #{info['run_id']} (measured)"))
+measured = pd.concat(measured_parts) if measured_parts else pd.DataFrame(columns=CUSTOM)
+
+event = st.plotly_chart(figure(points, front, measured, budget, [d for d in DEVICES if d.name in device_names],
+                               show_dominated), key="pareto_chart", on_select="rerun", selection_mode="points")
+st.caption("Hover a point for its configuration; click one to inspect it below (or pick a front point).")
+
+clicked = [p for p in (event.selection.points if event and event.selection else []) if p.get("customdata")]
+labels = {f"{r['memory MB']:.2f} MB · {r['accuracy']:.1%} · {r['resolution']} px": (r["subnet"], r["resolution"])
+          for _, r in front.iterrows()}
+choice = st.selectbox("Front point to inspect", list(labels), key="pareto_pick") if labels else None
+if clicked:
+    subnet, resolution = clicked[0]["customdata"][0], int(clicked[0]["customdata"][2])
+elif choice:
+    subnet, resolution = labels[choice]
+else:
+    st.info("No sub-net within the budget yet: raise the budget or run the search.")
+    st.stop()
+
+st.subheader(f"Sub-net at {resolution} px")
+st.code(subnet, language="json")
+report = profile_memory("supernet", policy, resolution, batch_size, classes, subnet=subnet)
+table = frames.layer_frame(report)
+st.metric("Training memory (layer walk of the extracted sub-net)", f"{report.total_mb:.2f} MB",
+          help="The same figure the search uses, recomputed here by walking the extracted sub-net.")
+st.plotly_chart(charts.layer_chart(table, report.peak_index, "#54A24B",
+                                   f"peak {report.activation_mb:.2f} MB at {report.peak_layer}"),
+                key="pareto_layer_chart")
+
+f1, f2 = st.columns([1, 3])
+epochs = int(f1.number_input("Fine-tune epochs", 1, 50, 2, key="pareto_ft_epochs"))
+if f2.button("Fine-tune this sub-net", key="pareto_finetune"):
+    try:
+        with st.spinner("Loading data and the adapted super-net…"):
+            config = parse_subnet(subnet)
+            run = prepare_subnet_run(config, resolution, epochs, batch_size, policy)
+            st.session_state[RUN_KEY] = start_subnet_run(run, config, RunStore())
+    except TinyTLError as err:
+        st.error(str(err))
+if st.session_state.get(RUN_KEY):
+    st.info(f"Run #{st.session_state[RUN_KEY]} is training in the background; it appears on the Runs page, and its "
+            "measured accuracy joins this chart (green diamond) when it finishes.")

@@ -1,0 +1,48 @@
+"""Runs: every recorded fine-tune, overlaid curves, accuracy vs measured memory, delete, CSV export."""
+
+import plotly.express as px
+import streamlit as st
+
+from tinytl.train.store import RunStore
+from tinytl.train.tables import history_frame, run_label, runs_frame
+
+st.title("Runs")
+st.caption("Every fine-tune recorded in the run store (CLI and app alike). Memory is measured on one real "
+           "training step; 'predicted' is the paper view's theory for the same setting.")
+store = RunStore()
+st.caption(f"Store: `{store.path}`")
+runs = store.list_runs()
+if not runs:
+    st.info("No runs yet: start one on the Fine-tune page or with `python -m tinytl finetune`.")
+    st.stop()
+
+table = runs_frame(runs)
+st.dataframe(table, hide_index=True, key="runs_table")
+st.download_button("Download CSV", table.to_csv(index=False), "tinytl_runs.csv", "text/csv", key="runs_csv")
+
+by_id = {r["id"]: r for r in runs}
+default = [r["id"] for r in runs if r["history"]][:4]
+chosen = st.multiselect("Runs to compare", list(by_id), default=default, key="runs_selected",
+                        format_func=lambda i: run_label(by_id[i]))
+picked = [by_id[i] for i in chosen]
+history = history_frame(picked)
+if not history.empty:
+    left, right = st.columns(2)
+    left.plotly_chart(px.line(history, x="epoch", y="test_accuracy", color="run", markers=True,
+                              title="Held-out accuracy per epoch", range_y=[0, 1]), key="runs_accuracy")
+    right.plotly_chart(px.line(history, x="epoch", y="train_loss", color="run", markers=True,
+                               title="Training loss per epoch"), key="runs_loss")
+
+finished = table.dropna(subset=["test_accuracy", "measured_peak_mb"])
+if not finished.empty:
+    scatter = px.scatter(finished, x="measured_peak_mb", y="test_accuracy", color="policy", symbol="weights",
+                         hover_data=["id", "dataset", "resolution", "batch_size", "predicted_mb", "status"],
+                         title="Accuracy vs measured peak memory (one training step)", render_mode="svg")
+    scatter.update_xaxes(title_text="measured peak MB")
+    st.plotly_chart(scatter, key="runs_scatter")
+
+if chosen and st.button(f"Delete {len(chosen)} selected run(s)", key="runs_delete"):
+    removed = store.delete_runs(chosen)
+    st.session_state.pop("runs_selected", None)
+    st.toast(f"Deleted {removed} run(s).")
+    st.rerun()

@@ -1,0 +1,252 @@
+"""The explorer app under streamlit's AppTest: what each page shows equals the library's numbers."""
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from explorer.paper_values import TABLE2_MB
+from tinytl.devices import DEVICES, check_budget, custom_device
+from tinytl.memory import VIEWS, analyze, cached_trace, get_view
+from tinytl.memory.views import ACT_BYTES, LayerGrads, ViewContext
+from tinytl.policies import POLICIES
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+MEMORY, COMPARE, WHY = "explorer/pages/memory.py", "explorer/pages/compare.py", "explorer/pages/why_bias.py"
+
+
+def open_app(page: str = MEMORY, **query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(query)
+    if page != MEMORY:
+        at.switch_page(page)
+    return at.run()
+
+
+def figures(at: AppTest) -> dict[str, dict]:
+    """Plotly figures on the page by their widget key (their JSON, as the browser receives it)."""
+    return {el.proto.id.rsplit("-", 1)[-1]: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
+
+
+def decoded(value):
+    """Plotly's JSON stores numpy arrays as {'dtype', 'bdata'} (base64); lists stay lists."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).tolist()
+    return value
+
+
+def trace_named(fig: dict, name: str) -> dict:
+    """A figure's trace by legend name, with x/y decoded to lists."""
+    found = next(t for t in fig["data"] if t.get("name") == name)
+    return {**found, **{k: decoded(found[k]) for k in ("x", "y") if k in found}}
+
+
+def headline(at: AppTest) -> dict[str, str]:
+    titles = {v.title for v in VIEWS.values()}
+    return {m.label: m.value for m in at.metric if m.label in titles}
+
+
+def report(policy: str, resolution: int = 224, batch: int = 8, view: str = "paper", classes: int = 102,
+           lite: bool = True, bits: int = 8):
+    return analyze(cached_trace("proxylessnas_mobile", resolution, classes, lite, "gn"), policy, batch, bits, view)
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+# --- Memory page ---
+
+def test_memory_headline_equals_library_for_every_view():
+    at = open_app()
+    assert_clean(at)
+    shown = headline(at)
+    assert set(shown) == {v.title for v in VIEWS.values()}
+    for name, view in VIEWS.items():
+        r, full = report("lite+bias", view=name), report("full", view=name)
+        assert shown[view.title] == f"{r.total_mb:.2f} MB"
+        delta = next(m.delta for m in at.metric if m.label == view.title)
+        assert delta == f"{(r.total_bytes / full.total_bytes - 1) * 100:+.1f}% vs full"
+    assert shown[VIEWS["paper"].title] == "37.07 MB"  # paper Table 2: 37.1
+
+
+def test_memory_policy_batch_resolution_changes_update_numbers_and_charts():
+    at = open_app()
+    at.selectbox(key="policy").set_value("bias").run()
+    at.number_input(key="batch_size").set_value(2).run()
+    at.number_input(key="resolution").set_value(160).run()
+    assert_clean(at)
+    r = report("bias", resolution=160, batch=2)
+    assert headline(at)[VIEWS["paper"].title] == f"{r.total_mb:.2f} MB"
+    fig = figures(at)["layer_chart"]
+    frame = r.to_frame()
+    assert trace_named(fig, "memory while it runs (running total)")["y"] == pytest.approx(
+        list(frame["live_bytes"] / 1e6))
+    assert trace_named(fig, "stored for backward (this layer)")["y"] == pytest.approx(
+        list(frame["stored_bytes"] * 2 / 1e6))
+    peak = trace_named(fig, "peak")
+    assert peak["x"] == [r.peak_index] and peak["y"] == pytest.approx([r.activation_mb])
+    assert r.peak_layer in fig["layout"]["title"]["text"]
+    assert at.query_params["policy"] == "bias" and at.query_params["res"] == "160"
+
+
+def test_memory_parameter_breakdown_and_tables_match_report():
+    at = open_app(policy="bias")
+    assert_clean(at)
+    r = report("bias")
+    fig = figures(at)["param_chart"]
+    assert sum(trace_named(fig, "trainable (32-bit)")["y"]) == pytest.approx(r.trainable_param_bytes / 1e6)
+    assert sum(trace_named(fig, "frozen (8-bit)")["y"]) == pytest.approx(r.frozen_param_bytes / 1e6)
+    layers, budgets = (d.value for d in at.dataframe)
+    assert list(layers["layer"]) == [row.name for row in r.layers]
+    assert list(layers["live MB"]) == pytest.approx([row.live_bytes / 1e6 for row in r.layers])
+    devices = [*DEVICES, custom_device(50.0)]
+    assert list(budgets["device"]) == [d.name for d in devices]
+    for name in VIEWS:
+        rv = report("bias", view=name)
+        checks = [check_budget(rv, d) for d in devices]
+        assert list(budgets[f"{name}: verdict"]) == [c.verdict for c in checks]
+        assert list(budgets[f"{name}: largest batch"]) == [c.largest_batch for c in checks]
+        assert list(budgets[f"{name}: headroom MB"]) == pytest.approx([c.headroom_mb for c in checks])
+    assert {b.label for b in at.get("download_button")} == {"Download CSV", "Download JSON"}
+
+
+def test_memory_custom_policy_ticks_groups_and_kinds():
+    at = open_app()
+    at.selectbox(key="policy").set_value("custom").run()
+    at.multiselect(key="custom_groups").set_value(["classifier.1"]).run()
+    at.multiselect(key="custom_kinds").set_value(["weight", "bias"]).run()
+    assert_clean(at)
+    assert headline(at)[VIEWS["paper"].title] == f"{report('last').total_mb:.2f} MB"  # the classifier only
+    assert "blocks.19" in at.multiselect(key="custom_groups").options
+    assert at.query_params["groups"] == "classifier.1"
+
+
+def test_memory_url_reproduces_settings():
+    at = open_app(policy="lite", res="288", batch="4", bits="4", view="paper")
+    assert_clean(at)
+    r = report("lite", resolution=288, batch=4, bits=4)
+    assert headline(at)[VIEWS["paper"].title] == f"{r.total_mb:.2f} MB"
+    assert at.number_input(key="frozen_bits").value == 4
+
+
+@pytest.mark.parametrize("query, reason", [
+    ({"res": "0"}, "resolution must be an integer >= 32, got 0"),
+    ({"batch": "0"}, "batch size must be an integer >= 1, got 0"),
+    ({"bits": "40"}, "frozen bits must be an integer in 1..32"),
+    ({"classes": "0"}, "classes must be >= 1"),
+    ({"lite": "0", "policy": "lite"}, "needs lite residual branches"),
+])
+def test_memory_bad_settings_show_the_reason_and_recover(query, reason):
+    at = open_app(**query)
+    assert not at.exception
+    assert any(reason in e.value for e in at.error), [e.value for e in at.error]
+    assert at.sidebar.selectbox(key="backbone").value == "proxylessnas_mobile"  # the sidebar still works
+    at.query_params.clear()
+    fixes = {"res": ("resolution", 224), "batch": ("batch_size", 8), "bits": ("frozen_bits", 8),
+             "classes": ("classes", 102)}
+    for key in query:
+        if key in fixes:
+            at.number_input(key=fixes[key][0]).set_value(fixes[key][1])
+    if "lite" in query:
+        at.toggle(key="lite_residual").set_value(True)
+    at.run()
+    assert_clean(at)
+    assert headline(at)[VIEWS["paper"].title] == f"{report('lite' if 'policy' in query else 'lite+bias').total_mb:.2f} MB"
+
+
+def test_memory_unknown_backbone_in_url_falls_back_with_reason():
+    at = open_app(backbone="not_a_net", batch="abc")
+    assert not at.exception
+    errors = " | ".join(e.value for e in at.error)
+    assert "unknown backbone 'not_a_net'" in errors and "batch size must be an integer, got 'abc'" in errors
+    assert headline(at)[VIEWS["paper"].title] == "37.07 MB"  # the rest of the page works on the defaults
+
+
+# --- Compare page ---
+
+def test_compare_bars_equal_library_with_paper_markers():
+    at = open_app(COMPARE)
+    assert_clean(at)
+    figs = figures(at)
+    bars = figs["policy_bars"]
+    for name, view in VIEWS.items():
+        bar = trace_named(bars, view.title)
+        assert bar["x"] == list(POLICIES)
+        assert bar["y"] == pytest.approx([report(p, view=name).total_mb for p in POLICIES])
+    marks = trace_named(bars, "paper (reported, Table 2)")
+    assert dict(zip(marks["x"], marks["y"])) == TABLE2_MB
+    lines = figs["resolution_lines"]
+    full = trace_named(lines, "full")
+    assert 224 in full["x"] and 320 in full["x"]
+    assert full["y"][full["x"].index(320)] == pytest.approx(report("full", resolution=320).total_mb)
+    lb320 = trace_named(lines, "lite+bias: paper (reported)")
+    assert dict(zip(lb320["x"], lb320["y"])) == {224: 37.1, 320: 65.0}
+    by_batch = trace_named(figs["batch_lines"], "bias")
+    assert by_batch["y"][by_batch["x"].index(1)] == pytest.approx(report("bias", batch=1).total_mb)
+
+
+def test_compare_off_paper_setting_has_no_markers_and_skips_lite_without_branches():
+    at = open_app(COMPARE, lite="0", batch="4")
+    assert not at.exception and not at.error
+    assert {w.value.split(" ")[0] for w in at.warning} == {"lite", "lite+bias"}
+    bars = figures(at)["policy_bars"]
+    assert all("paper (reported" not in t.get("name", "") for t in bars["data"])
+    assert trace_named(bars, VIEWS["paper"].title)["x"] == ["full", "last", "norm+last", "bias"]
+
+
+def test_compare_bad_resolution_shows_error():
+    at = open_app(COMPARE, res="0")
+    assert not at.exception
+    assert any("resolution must be an integer >= 32" in e.value for e in at.error)
+
+
+# --- Why page ---
+
+def test_why_layer_lesson_numbers():
+    at = open_app(WHY)
+    assert_clean(at)
+    trace = cached_trace("proxylessnas_mobile", 224, 102, True, "gn")
+    layer = next(r for r in trace.layers if r.name == "blocks.1.conv.expand.conv")
+    x_mb = ACT_BYTES * layer.input_numel * 8 / 1e6
+    values = {m.label: m.value for m in at.metric}
+    assert values["the formulas need (paper rule)"] == "0.00 MB"  # bias and x only: x need not be kept
+    assert values["stock PyTorch autograd keeps (measured)"] == f"{x_mb:.2f} MB"  # conv keeps x anyway
+    at.toggle(key="why_w").set_value(True).run()
+    rule = get_view("paper").cost(layer, LayerGrads(True, True, True), ViewContext(True, "gn"))
+    assert rule.stored * 8 / 1e6 == pytest.approx(x_mb)
+    assert {m.label: m.value for m in at.metric}["the formulas need (paper rule)"] == f"{x_mb:.2f} MB"
+    for key in ("why_w", "why_b", "why_x"):
+        at.toggle(key=key).set_value(False)
+    at.run()
+    assert {m.label: m.value for m in at.metric}["stock PyTorch autograd keeps (measured)"] == "0.00 MB"
+    kept = figures(at)["layer_kept_chart"]
+    assert trace_named(kept, "PyTorch keeps")["y"] == [0, 0, 0]
+
+
+def test_why_linear_layer_with_bias_only_keeps_no_input():
+    at = open_app(WHY)
+    at.selectbox(key="why_layer").set_value("classifier.1").run()
+    at.toggle(key="why_x").set_value(False).run()
+    assert_clean(at)
+    assert {m.label: m.value for m in at.metric}["stock PyTorch autograd keeps (measured)"] == "0.00 MB"
+
+
+def test_why_network_split_equals_library():
+    at = open_app(WHY)
+    fig = figures(at)["network_split_chart"]
+    acts = trace_named(fig, "activations")
+    assert acts["x"] == list(POLICIES)
+    assert acts["y"] == pytest.approx([report(p).activation_mb for p in POLICIES])
+    trainable = trace_named(fig, "trainable params")
+    assert trainable["y"] == pytest.approx([report(p).trainable_param_bytes / 1e6 for p in POLICIES])
+
+
+def test_why_bad_batch_shows_error():
+    at = open_app(WHY, batch="0")
+    assert not at.exception
+    assert any("batch size must be an integer >= 1" in e.value for e in at.error)

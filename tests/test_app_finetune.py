@@ -1,0 +1,124 @@
+"""The Fine-tune and Runs pages under AppTest: start, live record, cancel, clear errors, table, charts, delete."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tinytl.train.store import RunStore
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+FINETUNE, RUNS = "explorer/pages/finetune.py", "explorer/pages/runs.py"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYTL_HOME", str(tmp_path / "home"))
+    return RunStore()
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page(page)
+    return at.run()
+
+
+def wait_until_ended(store: RunStore, run_id: int, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = store.get_run(run_id)
+        if run["status"] != "running":
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} still running after {timeout}s")
+
+
+SELECTS = ("ft_policy", "ft_dataset", "ft_weights", "ft_engine")
+TEXTS = ("ft_data_root", "ft_weights_path")
+
+
+def start(at: AppTest, **widgets) -> AppTest:
+    """Fill the form's widgets by key, then press Start."""
+    for key, value in widgets.items():
+        if key in SELECTS:
+            at.selectbox(key=key).set_value(value)
+        elif key in TEXTS:
+            at.text_input(key=key).set_value(value)
+        else:
+            at.number_input(key=key).set_value(value)
+    next(b for b in at.button if b.label == "Start fine-tune").click()
+    return at.run()
+
+
+def test_finetune_page_runs_in_background_and_shows_curves(store):
+    at = open_page(FINETUNE)
+    assert not at.exception and "Start fine-tune" in [b.label for b in at.button]
+    at = start(at, ft_policy="last", ft_epochs=1, ft_batch_size=128)
+    assert not at.exception and not at.error
+    run_id = at.session_state["ft_run_id"]
+    run = wait_until_ended(store, run_id)
+    assert run["status"] == "done" and run["settings"]["policy"] == "last" and len(run["history"]) == 1
+    at.run()
+    figs = {el.proto.id.rsplit("-", 1)[-1]: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
+    acc_trace = next(t for t in figs["ft_curves"]["data"] if t["name"] == "test accuracy")
+    assert acc_trace["y"] == [run["history"][0]["test_accuracy"]]
+    assert f"{run['final_accuracy']:.1%}" in [m.value for m in at.metric]
+
+
+def test_finetune_page_cancel(store):
+    at = start(open_page(FINETUNE), ft_policy="last", ft_epochs=50, ft_batch_size=64)
+    run_id = at.session_state["ft_run_id"]
+    at.button(key="ft_cancel").click()
+    at.run()
+    run = wait_until_ended(store, run_id)
+    assert run["status"] == "cancelled" and run["cancel_requested"]
+
+
+@pytest.mark.parametrize("widgets,needle", [
+    ({"ft_dataset": "flowers102", "ft_data_root": "/nonexistent/data"}, "not a folder"),
+    ({"ft_weights": "file", "ft_weights_path": "CORRUPT"}, "cannot read checkpoint"),
+])
+def test_finetune_page_errors(store, tmp_path, widgets, needle):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage" * 50)
+    widgets = {k: (str(bad) if v == "CORRUPT" else v) for k, v in widgets.items()}
+    at = start(open_page(FINETUNE), **widgets)
+    assert not at.exception
+    assert any(needle in e.value for e in at.error)
+    assert store.list_runs() == []
+
+
+def _recorded_run(store: RunStore, policy: str, acc: float, peak: int) -> int:
+    run_id = store.create_run({"policy": policy, "dataset": "digits", "weights": "shipped", "epochs": 2,
+                               "resolution": 32, "batch_size": 32, "engine": "pytorch"}, total_steps=10)
+    for epoch, a in ((1, acc / 2), (2, acc)):
+        store.add_epoch(run_id, {"epoch": epoch, "train_loss": 2 - a, "train_accuracy": a, "test_loss": 2 - a,
+                                 "test_accuracy": a, "seconds": 1.0, "lr": 1e-3, "steps": 5})
+    store.finish(run_id, "done", final_accuracy=acc, train_seconds=2.0, measured_peak_bytes=peak,
+                 saved_activation_bytes=peak // 2, predicted_memory_mb=peak / 2e6)
+    return run_id
+
+
+def test_runs_page_table_curves_scatter_delete(store):
+    a = _recorded_run(store, "last", 0.6, 40_000_000)
+    b = _recorded_run(store, "bias", 0.9, 70_000_000)
+    at = open_page(RUNS)
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table["id"].tolist() == [b, a] and table["test_accuracy"].tolist() == [0.9, 0.6]
+    assert table["measured_peak_mb"].tolist() == [70.0, 40.0]
+    figs = {el.proto.id.rsplit("-", 1)[-1]: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
+    assert {"runs_accuracy", "runs_loss", "runs_scatter"} <= set(figs)
+    assert len(figs["runs_accuracy"]["data"]) == 2
+    assert at.get("download_button")
+    at.multiselect(key="runs_selected").set_value([a]).run()
+    at.button(key="runs_delete").click().run()
+    assert [r["id"] for r in store.list_runs()] == [b]
+    assert at.dataframe[0].value["id"].tolist() == [b]
+
+
+def test_runs_page_empty(store):
+    at = open_page(RUNS)
+    assert not at.exception and any("No runs yet" in i.value for i in at.info)

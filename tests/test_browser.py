@@ -1,0 +1,96 @@
+"""End to end in a real headless Chromium: every page renders without an exception, the policy drives the numbers."""
+
+import shutil
+
+import pytest
+
+from explorer.navigation import PAGES
+from explorer.serve import BROWSER_ARGS, served_app
+from tinytl.memory import profile_memory
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium")
+RUN_DONE_MS = 90_000
+PAGES_WITH_CHARTS = ("explorer/pages/memory.py", "explorer/pages/compare.py", "explorer/pages/why_bias.py")
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    with served_app() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        yield tab
+        browser.close()
+
+
+def settle(page) -> None:
+    """Wait until the script run is over (the running indicator is gone) and the page has content."""
+    page.wait_for_selector("[data-testid=stMain] h1", timeout=RUN_DONE_MS)
+    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=RUN_DONE_MS)
+
+
+def visit(page, index: int) -> None:
+    """Open the index-th page from the sidebar navigation and wait for its script run to finish."""
+    link = page.locator("[data-testid=stSidebarNav] a").nth(index)
+    href = link.get_attribute("href")
+    link.click()
+    page.wait_for_url(href, timeout=RUN_DONE_MS)
+    page.wait_for_timeout(500)  # the run starts just after the URL changes
+    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=RUN_DONE_MS)
+
+
+def assert_no_exception(page) -> None:
+    shown = page.locator("[data-testid=stException]")
+    assert shown.count() == 0, shown.all_inner_texts()
+
+
+def headline(page) -> str:
+    return page.locator("[data-testid=stMetricValue]").first.inner_text().strip()
+
+
+def test_every_page_renders_and_policy_changes_the_headline(page, app_url):
+    page.goto(app_url)
+    settle(page)
+    page.wait_for_selector("[data-testid=stPlotlyChart] .js-plotly-plot", timeout=RUN_DONE_MS)
+    assert_no_exception(page)
+    lite_bias = profile_memory("proxylessnas_mobile", "lite+bias", 224, 8, 102)
+    assert headline(page) == f"{lite_bias.total_mb:.2f} MB"
+
+    page.locator("[data-testid=stSidebar] [data-testid=stSelectbox]").filter(has_text="Update policy").click()
+    page.get_by_role("option", name="full (FT-Full)").click()
+    full = f"{profile_memory('proxylessnas_mobile', 'full', 224, 8, 102).total_mb:.2f} MB"
+    page.wait_for_function(
+        "v => document.querySelector('[data-testid=stMetricValue]')?.innerText.trim() === v", arg=full,
+        timeout=RUN_DONE_MS)
+    settle(page)
+    assert headline(page) == full
+    assert "policy=full" in page.url  # the link reproduces the view
+
+    links = page.locator("[data-testid=stSidebarNav] a")
+    assert links.count() == len(PAGES)
+    for i, entry in enumerate(PAGES):
+        visit(page, i)
+        assert_no_exception(page)
+        if entry.path in PAGES_WITH_CHARTS:
+            page.wait_for_selector("[data-testid=stPlotlyChart] .js-plotly-plot", timeout=RUN_DONE_MS)
+            assert_no_exception(page)
+
+
+def test_bad_url_shows_the_reason_not_a_traceback(page, app_url):
+    page.goto(f"{app_url}/?res=0&backbone=nope")
+    settle(page)
+    alerts = " ".join(page.locator("[data-testid=stAlert]").all_inner_texts())
+    assert "resolution must be an integer" in alerts and "got 0" in alerts  # markdown renders >= as ≥
+    assert "unknown backbone 'nope'" in alerts
+    assert_no_exception(page)
+    assert page.locator("[data-testid=stSidebar] [data-testid=stNumberInput]").count() >= 4  # sidebar usable

@@ -1,0 +1,80 @@
+"""`finetune`: a short real fine-tune under a policy, recorded in the run store (progress bar on stderr)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tinytl.cli.common import print_json
+from tinytl.data import DATASETS
+from tinytl.models.layers import NORMS
+from tinytl.train.recipe import ENGINES, FinetuneSettings
+
+DEFAULTS = FinetuneSettings()
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a pretrained backbone under a policy and record the run",
+                       description=__doc__)
+    p.add_argument("--backbone", default=DEFAULTS.backbone, help="proxylessnas_mobile or a torchvision model name")
+    p.add_argument("--policy", default=DEFAULTS.policy,
+                   help="full, last, norm+last, bias, lite, lite+bias, or custom:GLOB[,GLOB...]")
+    p.add_argument("--dataset", default=DEFAULTS.dataset, choices=list(DATASETS),
+                   help="digits (ships with scikit-learn), glyphs (procedural) or local files under --data-root")
+    p.add_argument("--data-root", default=None, help="folder holding torchvision dataset files or train/ test/")
+    p.add_argument("--weights", default=DEFAULTS.weights,
+                   help="shipped (the repo's glyph-pretrained checkpoint), none, a state-dict file, "
+                        "or a torchvision weight name found in the local torch cache")
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
+    p.add_argument("--resolution", type=int, default=DEFAULTS.resolution, help="training input size in pixels")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--lr", type=float, default=None, help="initial Adam learning rate (default: the dataset's)")
+    p.add_argument("--label-smoothing", type=float, default=None, help="default: the dataset's")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULTS.engine,
+                   help="pytorch: stock autograd; tinytl: the memory-lean engine")
+    p.add_argument("--frozen-bits", type=int, default=None, help="quantize frozen weights (needs --engine tinytl)")
+    p.add_argument("--no-lite-residual", dest="lite_residual", action="store_false")
+    p.add_argument("--norm", choices=NORMS, default=DEFAULTS.norm)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimisation steps")
+    p.add_argument("--store", default=None, help="run store file (default: $TINYTL_HOME/runs.sqlite or the "
+                                                 "user data folder)")
+    p.add_argument("--no-store", action="store_true", help="do not record the run")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from tinytl.train.runner import execute_run, prepare_run
+    from tinytl.train.store import RunStore
+
+    settings = FinetuneSettings(
+        backbone=args.backbone, policy=args.policy, dataset=args.dataset, data_root=args.data_root,
+        weights=args.weights, epochs=args.epochs, resolution=args.resolution, batch_size=args.batch_size,
+        lr=args.lr, label_smoothing=args.label_smoothing, engine=args.engine, frozen_bits=args.frozen_bits,
+        lite_residual=args.lite_residual, norm=args.norm, seed=args.seed, max_steps=args.max_steps)
+    store = None if args.no_store else RunStore(args.store)
+    prepared = prepare_run(settings)
+    with tqdm(total=prepared.total_steps, file=sys.stderr, unit="step", desc=f"finetune {prepared.settings.policy}",
+              leave=False) as bar:
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+        summary = execute_run(prepared, store, progress=progress)
+    if args.json:
+        print_json(summary)
+        return 0
+    for m in summary["history"]:
+        print(f"epoch {m['epoch']}: train loss {m['train_loss']:.3f} acc {m['train_accuracy']:.3f} | "
+              f"test loss {m['test_loss']:.3f} acc {m['test_accuracy']:.3f} | {m['seconds']:.1f}s")
+    peak = summary["measured_peak_bytes"]
+    print(f"run {summary['run_id']} {summary['status']}: {prepared.settings.policy} on {prepared.settings.dataset} "
+          f"({summary['weights']}), test accuracy {summary['final_accuracy']:.4f}, "
+          f"{summary['train_seconds']:.1f}s training")
+    print(f"memory: measured peak {peak / 1e6:.1f} MB, saved activations "
+          f"{summary['saved_activation_bytes'] / 1e6:.1f} MB (one step, batch {prepared.settings.batch_size}); "
+          f"predicted (paper view) {summary['predicted_memory_mb']:.1f} MB")
+    return 0

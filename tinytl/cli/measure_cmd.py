@@ -1,0 +1,55 @@
+"""`measure`: one real training step with stock PyTorch and with the engine; saved bytes, peak, time, gradients."""
+
+from __future__ import annotations
+
+import argparse
+
+from tinytl.cli.common import add_model_args, print_json
+from tinytl.engine import ENGINE_MODES
+from tinytl.errors import TinyTLError
+from tinytl.memory.analysis import check_batch_size
+from tinytl.memory.measure import DEVICES, measure_training_step
+
+MB = 1e6
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("measure", help="measure one real training step: stock PyTorch vs the engine",
+                       description=__doc__)
+    add_model_args(p)
+    p.add_argument("--engine-mode", choices=ENGINE_MODES, default="exact",
+                   help="exact: keep the mathematical minimum; recompute: keep block inputs, re-run blocks")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="where the step runs")
+    p.add_argument("--timing-steps", type=int, default=2, help="timed steps after the measured one (best time reported)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights, inputs and dropout")
+    p.add_argument("--layers", action="store_true", help="with --json: measured saved bytes per layer")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_batch_size(args.batch_size)
+    if args.timing_steps < 0:
+        raise TinyTLError(f"timing steps must be >= 0, got {args.timing_steps}")
+    options = {}
+    if getattr(args, "subnet", None) is not None:
+        if args.backbone != "supernet":
+            raise TinyTLError(f"a subnet applies only to the 'supernet' backbone, not {args.backbone!r}")
+        options["subnet"] = args.subnet
+    result = measure_training_step(args.backbone, args.policy, args.resolution, args.batch_size, args.classes,
+                                   args.norm, args.lite_residual, args.engine_mode, args.device, args.seed,
+                                   args.timing_steps, **options)
+    out = result.to_dict(layers=args.layers)
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"{out['backbone']} | policy {out['policy']} | {args.resolution}px | batch {args.batch_size} | "
+          f"norm {args.norm} | engine {args.engine_mode} | {out['device']}")
+    print(f"{'':10s} {'saved MB':>10s} {'predicted':>10s} {'peak MB':>10s} {'step s':>8s}")
+    for name in ("pytorch", "engine"):
+        r = out[name]
+        pred = r["predicted_saved_activation_bytes"]
+        pred_text = f"{pred / MB:10.2f}" if pred is not None else f"{'n/a':>10s}"
+        print(f"{name:10s} {r['saved_activation_bytes'] / MB:10.2f} {pred_text} {r['peak_bytes'] / MB:10.2f} "
+              f"{r['step_seconds']:8.3f}")
+    print(f"max |grad difference| {out['max_grad_abs_diff']:.3g} (largest |grad| {out['grad_scale']:.3g})")
+    return 0

@@ -1,0 +1,30 @@
+"""`pretrain`: rebuild the shipped checkpoint (proxylessnas_mobile on the procedural glyph source task)."""
+
+from __future__ import annotations
+
+import argparse
+
+from tinytl.cli.common import print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from tinytl.train.checkpoint import SHIPPED
+
+    p = sub.add_parser("pretrain", help="pretrain the shipped checkpoint on procedural glyphs (slow: CPU minutes)",
+                       description=__doc__)
+    p.add_argument("--out", default=str(SHIPPED["proxylessnas_mobile"]), help="checkpoint file to write")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinytl.train.pretrain import pretrain
+
+    meta = pretrain(args.out, args.epochs, args.resolution, args.batch_size, args.lr, args.seed, args.threads)
+    print_json({k: v for k, v in meta.items() if k != "history"})
+    return 0

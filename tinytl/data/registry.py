@@ -1,0 +1,123 @@
+"""Datasets by name: built-in offline sets (digits, glyphs) and torchvision / ImageFolder data under a root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from tinytl.data.transforms import test_transform, train_transform
+from tinytl.errors import TinyTLError
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset's loader and its recipe settings (reference section 7: per-dataset LR, label smoothing)."""
+
+    name: str
+    lr: float
+    label_smoothing: float
+    folder: str | None = None  # what must exist under --data-root; None: ships with the package
+    crop_scale: tuple[float, float] = (0.22, 1.0)
+    flip: bool = True
+    jitter: float = 0.4
+
+
+@dataclass
+class DataBundle:
+    """Train and test sets under the recipe's transforms, with the class names."""
+
+    spec: DatasetSpec
+    train: Dataset
+    test: Dataset
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
+    # digits are 8x8 strokes: a mild crop, no flip (a mirrored 3 is no digit), a short run's higher LR
+    DatasetSpec("digits", lr=3e-3, label_smoothing=0.1, crop_scale=(0.6, 1.0), flip=False, jitter=0.2),
+    DatasetSpec("glyphs", lr=2e-3, label_smoothing=0.1, crop_scale=(0.6, 1.0), flip=False, jitter=0.2),
+    DatasetSpec("flowers102", lr=2e-4, label_smoothing=0.7, folder="flowers-102"),
+    DatasetSpec("oxford_pets", lr=0.5e-4, label_smoothing=0.7, folder="oxford-iiit-pet"),
+    DatasetSpec("fgvc_aircraft", lr=16e-4, label_smoothing=0.7, folder="fgvc-aircraft-2013b"),
+    DatasetSpec("food101", lr=2e-4, label_smoothing=0.1, folder="food-101"),
+    DatasetSpec("stanford_cars", lr=8e-4, label_smoothing=0.7, folder="stanford_cars"),
+    DatasetSpec("cifar10", lr=3e-4, label_smoothing=0.1, folder="cifar-10-batches-py"),
+    DatasetSpec("cifar100", lr=3e-4, label_smoothing=0.1, folder="cifar-100-python"),
+    DatasetSpec("imagefolder", lr=3e-4, label_smoothing=0.1, folder="train/ and test/ (or val/)"),
+)}
+
+
+def _torchvision_pair(name: str, root: str, train_tf: Callable, test_tf: Callable) -> tuple[Dataset, Dataset]:
+    import torchvision.datasets as tvd
+
+    splits = {"flowers102": (tvd.Flowers102, "split", "train", "test"),
+              "oxford_pets": (tvd.OxfordIIITPet, "split", "trainval", "test"),
+              "fgvc_aircraft": (tvd.FGVCAircraft, "split", "trainval", "test"),
+              "food101": (tvd.Food101, "split", "train", "test"),
+              "stanford_cars": (tvd.StanfordCars, "split", "train", "test"),
+              "cifar10": (tvd.CIFAR10, "train", True, False),
+              "cifar100": (tvd.CIFAR100, "train", True, False)}
+    cls, key, train_value, test_value = splits[name]
+    return (cls(root, **{key: train_value}, transform=train_tf, download=False),
+            cls(root, **{key: test_value}, transform=test_tf, download=False))
+
+
+def _imagefolder_pair(root: str, train_tf: Callable, test_tf: Callable) -> tuple[Dataset, Dataset]:
+    from torchvision.datasets import ImageFolder
+
+    base = Path(root)
+    test_dir = next((base / d for d in ("test", "val") if (base / d).is_dir()), base / "test")
+    return ImageFolder(str(base / "train"), transform=train_tf), ImageFolder(str(test_dir), transform=test_tf)
+
+
+def _classes(dataset: Dataset) -> list[str]:
+    classes = getattr(dataset, "classes", None)
+    if classes:
+        return list(classes)
+    labels = getattr(dataset, "_labels", None)
+    if labels is None:
+        raise TinyTLError("cannot tell the number of classes of this dataset")
+    return [str(c) for c in range(max(labels) + 1)]
+
+
+def load_dataset(name: str, resolution: int, data_root: str | None = None, seed: int = 0) -> DataBundle:
+    """Train/test sets of a named dataset with the recipe's transforms (never downloads anything)."""
+    if name not in DATASETS:
+        raise TinyTLError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    if resolution < 16:
+        raise TinyTLError(f"resolution must be >= 16 for training, got {resolution}")
+    spec = DATASETS[name]
+    train_tf = train_transform(resolution, spec.crop_scale, spec.flip, spec.jitter)
+    test_tf = test_transform(resolution)
+    if spec.folder is None:
+        if name == "digits":
+            from tinytl.data.digits import load_digits_split
+
+            train, test = load_digits_split(seed)
+        else:
+            from tinytl.data.glyphs import render_glyphs
+
+            train, test = render_glyphs(seed=seed), render_glyphs(per_class=50, seed=seed + 1)
+        return DataBundle(spec, train.with_transform(train_tf), test.with_transform(test_tf), train.classes)
+    if not data_root:
+        raise TinyTLError(f"dataset {name!r} is read from local files: pass --data-root DIR "
+                          f"(expected DIR/{spec.folder})")
+    if not Path(data_root).is_dir():
+        raise TinyTLError(f"data root {data_root!r} is not a folder (expected it to hold {spec.folder})")
+    try:
+        if name == "imagefolder":
+            train, test = _imagefolder_pair(data_root, train_tf, test_tf)
+        else:
+            train, test = _torchvision_pair(name, data_root, train_tf, test_tf)
+    except (RuntimeError, FileNotFoundError, OSError) as err:
+        expected = Path(data_root) / spec.folder if name != "imagefolder" else f"{data_root}/{spec.folder}"
+        raise TinyTLError(f"dataset {name!r} not found: expected {expected} (this tool never downloads; "
+                          f"{str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    return DataBundle(spec, train, test, _classes(train))

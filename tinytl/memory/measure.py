@@ -1,0 +1,308 @@
+"""Measure real training steps: what autograd saves for backward, peak live memory, step time, gradients.
+
+Saved activations are counted with `torch.autograd.graph.saved_tensors_hooks` (every tensor a backward
+node keeps passes the pack hook), deduplicated by storage, parameters and buffers excluded, and
+attributed to the leaf module running when a storage was first saved. Peak memory is tracked by a
+`TorchDispatchMode` that follows every live storage on CPU, or by the CUDA allocator's statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from tinytl.errors import TinyTLError
+from tinytl.memory.analysis import analyze, cached_trace
+from tinytl.memory.views import VIEWS
+from tinytl.models import build_model
+from tinytl.policies import Policy, apply_policy
+
+OUTSIDE_LAYERS = "(outside leaf layers)"
+DEVICES = ("cpu", "cuda")
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def _model_storages(model: nn.Module) -> set[int]:
+    return {_storage_key(t) for t in (*model.parameters(), *model.buffers())}
+
+
+def _leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
+
+
+class SavedTensorCounter:
+    """Context manager counting the bytes autograd saves for backward while a model runs forward.
+
+    Each storage counts once (a saved view, or a tensor saved by two nodes, is the same memory);
+    parameters and buffers are excluded. `by_layer` charges a storage to the leaf-module call that saved
+    it first ('name', 'name#2' for a second call), as the memory walk names layers.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.by_layer: dict[str, int] = {}
+        self._seen: dict[int, int] = {}
+        self._excluded: set[int] = set()
+        self._stack: list[str] = []
+        self._calls: dict[str, int] = {}
+        self._handles: list = []
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self._seen.values())
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if storage.nbytes() and key not in self._excluded and key not in self._seen:
+            self._seen[key] = storage.nbytes()
+            layer = self._stack[-1] if self._stack else OUTSIDE_LAYERS
+            self.by_layer[layer] = self.by_layer.get(layer, 0) + storage.nbytes()
+        return t
+
+    def _enter_layer(self, name: str) -> None:
+        count = self._calls.get(name, 0) + 1
+        self._calls[name] = count
+        self._stack.append(name if count == 1 else f"{name}#{count}")
+
+    def _leave_layer(self) -> None:
+        self._stack.pop()
+
+    def __enter__(self) -> SavedTensorCounter:
+        self._excluded = _model_storages(self.model)
+        for name, module in _leaf_modules(self.model):
+            self._handles.append(module.register_forward_pre_hook(lambda m, a, n=name: self._enter_layer(n)))
+            self._handles.append(module.register_forward_hook(lambda m, a, o: self._leave_layer()))
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def count_saved_activations(model: nn.Module, x: torch.Tensor) -> SavedTensorCounter:
+    """Run one forward of `model` on `x` and count what autograd keeps for its backward (graph then dropped)."""
+    with SavedTensorCounter(model) as counter:
+        model(x)
+    return counter
+
+
+class LivePeakTracker(TorchDispatchMode):
+    """Peak bytes of live tensor storages while active: those that existed on entry plus every storage an op
+    returns, freed when its last tensor dies (CPU; works for any device but CUDA has the allocator's count)."""
+
+    def __init__(self, existing: tuple[torch.Tensor, ...] = ()) -> None:
+        super().__init__()
+        self._live: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+        for t in existing:
+            self._track(t)
+
+    def _free(self, key: int) -> None:
+        self.current -= self._live.pop(key, 0)
+
+    def _track(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        key = storage._cdata
+        if key in self._live or storage.device.type == "meta":
+            return
+        self._live[key] = storage.nbytes()
+        self.current += storage.nbytes()
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(storage, self._free, key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._track(t)
+        return out
+
+
+@dataclass(frozen=True)
+class RunMeasurement:
+    """One real training step of one engine (stock PyTorch or this project's), bytes for the whole batch."""
+
+    saved_activation_bytes: int  # measured: what autograd kept for backward at the end of the forward
+    predicted_saved_activation_bytes: int | None  # the matching view's prediction (None: view not registered)
+    peak_bytes: int  # live memory peak during forward + backward (params, input, grads included)
+    step_seconds: float  # best wall time over the timed steps: forward + backward + Adam step (less noise)
+    loss: float
+    saved_by_layer: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self, layers: bool = False) -> dict:
+        out = asdict(self)
+        if not layers:
+            out.pop("saved_by_layer")
+        return out
+
+
+@dataclass(frozen=True)
+class StepComparison:
+    """Stock PyTorch vs the engine on the same weights and inputs."""
+
+    setting: dict
+    pytorch: RunMeasurement
+    engine: RunMeasurement
+    max_grad_abs_diff: float  # largest |stock grad - engine grad| over all parameters
+    grad_scale: float  # largest |stock grad|, the scale the difference is judged against
+
+    def to_dict(self, layers: bool = False) -> dict:
+        return {**self.setting, "pytorch": self.pytorch.to_dict(layers), "engine": self.engine.to_dict(layers),
+                "max_grad_abs_diff": self.max_grad_abs_diff, "grad_scale": self.grad_scale}
+
+
+def check_device(device: str) -> torch.device:
+    """'cpu' or 'cuda' (the latter only where CUDA is available), else a TinyTLError."""
+    if device not in DEVICES:
+        raise TinyTLError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TinyTLError("--device cuda asked for, but CUDA is not available on this machine (no GPU or "
+                          "a CPU-only torch build)")
+    return torch.device(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+          seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)  # dropout draws the same mask in every run
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return loss.detach()
+
+
+def _instrumented_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                       seed: int) -> tuple[int, int, dict[str, int], float, dict[str, torch.Tensor]]:
+    """Forward + backward once, counting saved tensors and the live peak; returns the grads before the step."""
+    device = x.device
+    torch.manual_seed(seed)
+    optimizer.zero_grad(set_to_none=True)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        tracker = None
+    else:
+        tracker = LivePeakTracker((*model.parameters(), *model.buffers(), x, y))
+        tracker.__enter__()
+    try:
+        with SavedTensorCounter(model) as counter:  # the model's own saves; the loss's few bytes stay out
+            logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+    finally:
+        if tracker is not None:
+            tracker.__exit__(None, None, None)
+    _sync(device)
+    peak = torch.cuda.max_memory_allocated(device) if tracker is None else tracker.peak
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    optimizer.step()
+    return counter.total_bytes, peak, counter.by_layer, loss.item(), grads
+
+
+def _measure_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, predicted: int | None, seed: int,
+                 timing_steps: int) -> tuple[RunMeasurement, dict[str, torch.Tensor]]:
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    saved, peak, by_layer, loss, grads = _instrumented_step(model, optimizer, x, y, seed)
+    times = []
+    for _ in range(timing_steps):
+        _sync(x.device)
+        start = time.perf_counter()
+        _step(model, optimizer, x, y, seed)
+        optimizer.step()
+        _sync(x.device)
+        times.append(time.perf_counter() - start)
+    return RunMeasurement(saved_activation_bytes=saved, predicted_saved_activation_bytes=predicted,
+                          peak_bytes=peak, step_seconds=min(times) if times else float("nan"),
+                          loss=loss, saved_by_layer=by_layer), grads
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Largest absolute difference between two name -> gradient maps (a missing gradient counts as zeros)."""
+    worst = 0.0
+    for name in set(a) | set(b):
+        ga, gb = a.get(name), b.get(name)
+        ga = ga if ga is not None else torch.zeros_like(gb)
+        gb = gb if gb is not None else torch.zeros_like(ga)
+        worst = max(worst, float((ga.float() - gb.float()).abs().max()) if ga.numel() else 0.0)
+    return worst
+
+
+def _engine_converter() -> Callable[..., nn.Module]:
+    try:
+        from tinytl.engine import convert_model
+    except ImportError as err:
+        raise TinyTLError(f"the training engine (tinytl.engine) is not available: {err}") from None
+    return convert_model
+
+
+def compare_engines(backbone: str, policy: Policy, resolution: int = 224, batch_size: int = 8,
+                    num_classes: int = 102, norm: str = "gn", lite_residual: bool = True,
+                    engine_modes: tuple[str, ...] = ("exact",), device: str = "cpu", seed: int = 0,
+                    timing_steps: int = 2, **model_options) -> list[StepComparison]:
+    """Stock PyTorch once, then the engine in each mode, each from the same initial weights and inputs."""
+    dev = check_device(device)
+    trace = cached_trace(backbone, resolution, num_classes, lite_residual, norm, **model_options)
+    predicted_stock = analyze(trace, policy, batch_size, view="pytorch", device=dev.type)
+    convert_model = _engine_converter()
+    torch.manual_seed(seed)
+    base = build_model(backbone, num_classes, lite_residual=lite_residual, norm=norm, **model_options)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, 3, resolution, resolution, generator=gen).to(dev)
+    y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(dev)
+
+    stock = apply_policy_copy(base, policy, dev)
+    stock_run, stock_grads = _measure_run(stock, x, y, predicted_stock.stored_activation_bytes, seed, timing_steps)
+    del stock
+    scale = max((float(g.abs().max()) for g in stock_grads.values() if g.numel()), default=0.0)
+    results = []
+    for mode in engine_modes:
+        predicted = (analyze(trace, policy, batch_size, view="engine", mode=mode).stored_activation_bytes
+                     if "engine" in VIEWS else None)
+        lean = convert_model(apply_policy_copy(base, policy, dev), mode=mode)
+        engine_run, engine_grads = _measure_run(lean, x, y, predicted, seed, timing_steps)
+        del lean
+        setting = {"backbone": backbone, "policy": predicted_stock.policy, "resolution": resolution,
+                   "batch_size": batch_size, "classes": num_classes, "norm": norm,
+                   "lite_residual": lite_residual, "engine_mode": mode, "device": dev.type}
+        results.append(StepComparison(setting=setting, pytorch=stock_run, engine=engine_run,
+                                      max_grad_abs_diff=max_abs_diff(stock_grads, engine_grads), grad_scale=scale))
+    return results
+
+
+def apply_policy_copy(model: nn.Module, policy: Policy, device: torch.device) -> nn.Module:
+    """A training-mode copy of `model` on `device` with the policy's requires_grad flags."""
+    twin = copy.deepcopy(model).to(device).train()
+    apply_policy(twin, policy)
+    return twin
+
+
+def measure_training_step(backbone: str, policy: Policy, resolution: int = 224, batch_size: int = 8,
+                          num_classes: int = 102, norm: str = "gn", lite_residual: bool = True,
+                          engine_mode: str = "exact", device: str = "cpu", seed: int = 0,
+                          timing_steps: int = 2, **model_options) -> StepComparison:
+    """One real Adam training step with stock PyTorch and with the engine on the same weights and inputs."""
+    return compare_engines(backbone, policy, resolution, batch_size, num_classes, norm, lite_residual,
+                           (engine_mode,), device, seed, timing_steps, **model_options)[0]

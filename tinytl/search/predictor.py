@@ -1,0 +1,122 @@
+"""Accuracy predictor (reference section 8): one-hot features, an MLP of 3 x 400, plus a constant base accuracy.
+
+Features: one-hot of the resolution, then per block slot a one-hot of kernel (3) and of expand (3), all
+zero for slots beyond a stage's depth. Trained on [sub-net, resolution, accuracy] pairs with an 80/20 split;
+held-out RMSE and Kendall tau are kept with the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+from torch import nn
+
+from tinytl.errors import TinyTLError
+from tinytl.models.supernet import DEFAULT_CHECKPOINT, EXPANDS, KERNELS, NUM_SLOTS, parse_subnet
+from tinytl.search.space import E_GENES, K_GENES, R_GENE, active_mask, check_resolutions, encode
+
+DEFAULT_PREDICTOR = DEFAULT_CHECKPOINT.with_name("supernet_predictor.pt")
+HIDDEN = 400
+LAYERS = 3
+
+
+def features(genes: np.ndarray, num_resolutions: int) -> np.ndarray:
+    """[n, R + 20 * 6] float32 one-hot encoding of gene rows."""
+    n = len(genes)
+    active = active_mask(genes)[:, :, None]
+    kernel = np.eye(len(KERNELS), dtype=np.float32)[genes[:, K_GENES]] * active  # [n, 20, 3]
+    expand = np.eye(len(EXPANDS), dtype=np.float32)[genes[:, E_GENES]] * active
+    res = np.eye(num_resolutions, dtype=np.float32)[genes[:, R_GENE]]
+    return np.concatenate([res, np.concatenate([kernel, expand], axis=2).reshape(n, NUM_SLOTS * 6)], axis=1)
+
+
+class AccuracyPredictor(nn.Module):
+    """MLP(features) + base accuracy; accuracy in 0..1 for a sub-net at one of `resolutions`."""
+
+    def __init__(self, resolutions: Sequence[int], base_accuracy: float = 0.0) -> None:
+        super().__init__()
+        self.resolutions = check_resolutions(resolutions)
+        dims = [len(self.resolutions) + NUM_SLOTS * 6] + [HIDDEN] * LAYERS
+        layers: list[nn.Module] = []
+        for a, b in zip(dims, dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.mlp = nn.Sequential(*layers, nn.Linear(HIDDEN, 1))
+        self.register_buffer("base_accuracy", torch.tensor(float(base_accuracy)))
+        self.metrics: dict = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x).squeeze(1) + self.base_accuracy
+
+    @torch.no_grad()
+    def predict(self, genes: np.ndarray) -> np.ndarray:
+        """Predicted accuracy of gene rows whose resolution index refers to `self.resolutions`."""
+        return self(torch.from_numpy(features(genes, len(self.resolutions)))).numpy()
+
+    def check_resolutions(self, resolutions: Sequence[int]) -> tuple[int, ...]:
+        """The requested resolutions if the predictor knows them all, else a TinyTLError naming the ones it knows."""
+        resolutions = check_resolutions(resolutions)
+        unknown = [r for r in resolutions if r not in self.resolutions]
+        if unknown:
+            raise TinyTLError(f"the accuracy predictor was trained at resolutions {list(self.resolutions)}; "
+                              f"it cannot rank {unknown} (collect pairs there and retrain it)")
+        return resolutions
+
+
+def pairs_to_arrays(pairs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Gene rows, accuracies and the resolution list of collected pairs."""
+    if len(pairs) < 5:
+        raise TinyTLError(f"need at least 5 accuracy pairs to train a predictor, got {len(pairs)}")
+    resolutions = check_resolutions([int(p["resolution"]) for p in pairs])
+    genes = np.stack([encode(parse_subnet(p["subnet"]), int(p["resolution"]), resolutions) for p in pairs])
+    return genes, np.array([float(p["accuracy"]) for p in pairs], dtype=np.float32), resolutions
+
+
+def train_predictor(pairs: Sequence[dict], seed: int = 0, epochs: int = 300, lr: float = 1e-3,
+                    weight_decay: float = 1e-4, test_fraction: float = 0.2) -> AccuracyPredictor:
+    """Fit on 80% of the pairs (seeded split), report RMSE / Kendall tau on the other 20% in `.metrics`."""
+    genes, acc, resolutions = pairs_to_arrays(pairs)
+    order = np.random.default_rng(seed).permutation(len(acc))
+    n_test = max(1, round(test_fraction * len(acc)))
+    test, fit = order[:n_test], order[n_test:]
+    torch.manual_seed(seed)
+    model = AccuracyPredictor(resolutions, float(acc[fit].mean()))
+    x = torch.from_numpy(features(genes, len(resolutions)))
+    y = torch.from_numpy(acc)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.mse_loss(model(x[fit]), y[fit])
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        pred = model(x[test]).numpy()
+    truth = acc[test]
+    tau = kendalltau(pred, truth).statistic if n_test > 1 else float("nan")
+    model.metrics = {"rmse": float(np.sqrt(np.mean((pred - truth) ** 2))),
+                     "mean_rmse": float(np.sqrt(np.mean((acc[fit].mean() - truth) ** 2))),
+                     "kendall_tau": float(tau), "train_pairs": int(len(fit)), "test_pairs": int(n_test),
+                     "seed": seed, "epochs": epochs, "resolutions": list(resolutions)}
+    return model
+
+
+def save_predictor(model: AccuracyPredictor, path: str | Path, provenance: dict) -> None:
+    """Weights, resolutions, held-out metrics and where the pairs came from."""
+    torch.save({"state_dict": model.state_dict(), "resolutions": list(model.resolutions), "metrics": model.metrics,
+                "provenance": provenance}, path)
+
+
+def load_predictor(path: str | Path | None = None) -> AccuracyPredictor:
+    """Load a stored predictor (default: the shipped data/supernet_predictor.pt)."""
+    path = Path(path) if path else DEFAULT_PREDICTOR
+    if not path.is_file():
+        raise TinyTLError(f"accuracy predictor {str(path)!r} not found (train it with "
+                          "`python -m tinytl collect --train-predictor` or pass --predictor PATH)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = AccuracyPredictor(ckpt["resolutions"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.metrics, model.provenance = ckpt["metrics"], ckpt.get("provenance", {})
+    return model.eval()

@@ -1,0 +1,93 @@
+"""Make the shipped super-net (data/supernet.pt): train it on the procedural glyph source task, elastic.
+
+Schedule (a CPU-sized progressive shrinking): the largest sub-net first, then sort channels by importance
+(the full network's function is unchanged), then every step a random sub-net (depth, expand, kernel).
+Run: `python -m tinytl.search.pretrain [--epochs-full 1] [--epochs-elastic 2] [--per-class 200]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from tinytl.data import DATASETS, DataBundle
+from tinytl.data.glyphs import render_glyphs
+from tinytl.data.transforms import test_transform, train_transform
+from tinytl.models.supernet import (DEFAULT_CHECKPOINT, ProxylessSuperNet, largest_subnet, sample_subnet,
+                                    save_supernet, smallest_subnet)
+from tinytl.train.loop import TrainHooks, evaluate, train
+
+
+def glyph_bundle(resolution: int, per_class: int, seed: int) -> DataBundle:
+    """The glyph source task at a chosen size (fewer renderings than the fine-tune checkpoint's, for CPU time)."""
+    spec = DATASETS["glyphs"]
+    tr, te = render_glyphs(per_class=per_class, seed=seed), render_glyphs(per_class=max(per_class // 10, 5),
+                                                                          seed=seed + 1)
+    return DataBundle(spec, tr.with_transform(train_transform(resolution, spec.crop_scale, spec.flip, spec.jitter)),
+                      te.with_transform(test_transform(resolution)), tr.classes)
+
+
+def _log_hook(started: float, log, every: int = 50):
+    def after_step(step: int, total: int, loss: float) -> None:
+        if step % every == 0 or step == total:
+            print(f"step {step}/{total} loss {loss:.3f} {time.time() - started:.0f}s", file=log, flush=True)
+    return after_step
+
+
+def pretrain_supernet(out: str | Path = DEFAULT_CHECKPOINT, epochs_full: int = 1, epochs_elastic: int = 2,
+                      per_class: int = 200, resolution: int = 32, batch_size: int = 64, lr: float = 2e-3,
+                      seed: int = 0, log=sys.stderr) -> dict:
+    """Train the super-net on glyphs (largest first, sort channels, then random sub-nets) and save it."""
+    torch.manual_seed(seed)
+    data = glyph_bundle(resolution, per_class, seed)
+    model = ProxylessSuperNet(data.num_classes)
+    started = time.time()
+    test_loader = DataLoader(data.test, 256)
+
+    def loader() -> DataLoader:
+        return DataLoader(data.train, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+    hooks = TrainHooks(after_step=_log_hook(started, log))
+    full = train(model, loader(), test_loader, "full", epochs=epochs_full, lr=lr, measure_memory=False, hooks=hooks)
+    model.sort_channels()
+    rng = random.Random(seed)
+    hooks.before_step = lambda step, m: m.set_active(sample_subnet(rng))
+    elastic = train(model, loader(), test_loader, "full", epochs=epochs_elastic, lr=lr, measure_memory=False,
+                    hooks=hooks)
+    accuracy = {}
+    for name, config in (("largest", largest_subnet()), ("smallest", smallest_subnet())):
+        model.set_active(config)
+        accuracy[name] = evaluate(model, test_loader)[1]
+    model.set_active(largest_subnet())
+    meta = {"source_task": "glyphs", "source_classes": data.num_classes, "train_images": len(data.train),
+            "test_images": len(data.test), "resolution": resolution, "batch_size": batch_size, "lr": lr,
+            "epochs_full": epochs_full, "epochs_elastic": epochs_elastic, "seed": seed,
+            "source_test_accuracy": accuracy, "train_seconds": round(full.train_seconds + elastic.train_seconds, 1),
+            "history": [m.to_dict() for m in full.history + elastic.history], "made_by": "tinytl.search.pretrain"}
+    save_supernet(model, out, meta)
+    print(f"saved {out}: source accuracy largest {accuracy['largest']:.3f} smallest {accuracy['smallest']:.3f}",
+          file=log, flush=True)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tinytl.search.pretrain", description=__doc__)
+    parser.add_argument("--out", default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument("--epochs-full", type=int, default=1)
+    parser.add_argument("--epochs-elastic", type=int, default=2)
+    parser.add_argument("--per-class", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pretrain_supernet(args.out, args.epochs_full, args.epochs_elastic, args.per_class)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""Fine-tune settings with the recipe's short defaults (sized for 2 CPU cores), and the model they build."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from torch import nn
+
+from tinytl.errors import TinyTLError
+from tinytl.models import build_model, check_backbone
+from tinytl.policies import parse_policy, policy_label
+
+ENGINES = ("pytorch", "tinytl", "tinytl-recompute")  # tinytl: the engine's exact mode
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Everything that defines a fine-tune run; None for lr / label smoothing means the dataset's value."""
+
+    backbone: str = "proxylessnas_mobile"
+    policy: str = "lite+bias"
+    dataset: str = "digits"
+    data_root: str | None = None
+    weights: str = "shipped"
+    epochs: int = 4
+    resolution: int = 32
+    batch_size: int = 32
+    lr: float | None = None
+    label_smoothing: float | None = None
+    engine: str = "pytorch"
+    frozen_bits: int | None = None
+    lite_residual: bool = True
+    norm: str = "gn"
+    seed: int = 0
+    max_steps: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FinetuneSettings":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def validate(self) -> "FinetuneSettings":
+        """Raise TinyTLError on a setting that cannot run; return self with the policy label normalised."""
+        check_backbone(self.backbone)
+        parse_policy(self.policy)
+        for name, low in (("epochs", 1), ("batch_size", 1), ("resolution", 32)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise TinyTLError(f"{name.replace('_', ' ')} must be an integer >= {low}, got {value!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise TinyTLError(f"max steps must be >= 1, got {self.max_steps}")
+        if self.lr is not None and self.lr <= 0:
+            raise TinyTLError(f"learning rate must be > 0, got {self.lr}")
+        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
+            raise TinyTLError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.engine not in ENGINES:
+            raise TinyTLError(f"unknown engine {self.engine!r}; valid: {', '.join(ENGINES)}")
+        if self.frozen_bits is not None and self.engine == "pytorch":
+            raise TinyTLError("8-bit frozen weights need --engine tinytl (stock PyTorch keeps fp32 weights)")
+        return FinetuneSettings.from_dict({**self.to_dict(), "policy": policy_label(self.policy)})
+
+
+def build_finetune_model(settings: FinetuneSettings, num_classes: int) -> nn.Module:
+    """The backbone with a new classifier (dropout 0.2 for proxylessnas_mobile, torchvision's own otherwise)."""
+    return build_model(settings.backbone, num_classes, settings.lite_residual, settings.norm)
+
+
+def convert_for_engine(model: nn.Module, settings: FinetuneSettings) -> nn.Module:
+    """Stock PyTorch as is; `tinytl[-recompute]`: the project's memory-lean engine (after the policy is applied)."""
+    if settings.engine == "pytorch":
+        return model
+    try:
+        from tinytl.engine import convert_model
+    except ImportError:
+        raise TinyTLError("--engine tinytl is not available in this build (tinytl.engine is missing); "
+                          "use --engine pytorch") from None
+    mode = "recompute" if settings.engine.endswith("recompute") else "exact"
+    return convert_model(model, mode=mode, frozen_bits=settings.frozen_bits)

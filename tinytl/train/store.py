@@ -1,0 +1,190 @@
+"""The run store: one SQLite file of fine-tune runs (settings, per-epoch metrics, memory, status).
+
+Every write is one transaction. A run is `running` until it ends `done`, `cancelled` (the loop saw the
+store's cancel flag) or `failed`; a run whose process died (pid gone, or no heartbeat for a while) is
+marked `failed` when the store is next read, so nothing stays half-written as `running`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from tinytl.errors import TinyTLError
+
+STATUSES = ("running", "done", "cancelled", "failed")
+STALE_SECONDS = 300.0
+RUN_COLUMNS = ("id", "created", "updated", "status", "settings", "pid", "host", "heartbeat", "step",
+               "total_steps", "cancel_requested", "final_accuracy", "train_seconds", "measured_peak_bytes",
+               "saved_activation_bytes", "predicted_memory_mb", "predicted", "error")
+EPOCH_COLUMNS = ("run_id", "epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds",
+                 "lr", "steps")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, updated REAL NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'cancelled', 'failed')),
+    settings TEXT NOT NULL, pid INTEGER, host TEXT, heartbeat REAL, step INTEGER DEFAULT 0,
+    total_steps INTEGER DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0, final_accuracy REAL,
+    train_seconds REAL, measured_peak_bytes INTEGER, saved_activation_bytes INTEGER,
+    predicted_memory_mb REAL, predicted TEXT, error TEXT);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, epoch INTEGER NOT NULL,
+    train_loss REAL, train_accuracy REAL, test_loss REAL, test_accuracy REAL, seconds REAL, lr REAL,
+    steps INTEGER, PRIMARY KEY (run_id, epoch));
+"""
+
+
+def default_store_path() -> Path:
+    """$TINYTL_HOME/runs.sqlite, else the user data folder ($XDG_DATA_HOME or ~/.local/share)/tinytl."""
+    home = os.environ.get("TINYTL_HOME")
+    if home:
+        return Path(home).expanduser() / "runs.sqlite"
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "tinytl" / "runs.sqlite"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunStore:
+    """Fine-tune runs in SQLite; safe to use from several threads and processes (a connection per call)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path).expanduser() if path else default_store_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._tx() as db:
+                db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise TinyTLError(f"cannot open run store {self.path}: {err}") from None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: committed on success, rolled back on any error."""
+        with closing(sqlite3.connect(self.path, timeout=30)) as db:
+            db.execute("PRAGMA foreign_keys = ON")
+            db.row_factory = sqlite3.Row
+            with db:
+                yield db
+
+    def create_run(self, settings: dict, total_steps: int = 0) -> int:
+        """A new `running` run owned by this process; returns its id."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO runs (created, updated, status, settings, pid, host, heartbeat, "
+                             "total_steps) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+                             (now, now, json.dumps(settings, sort_keys=True), os.getpid(), socket.gethostname(),
+                              now, total_steps))
+            return int(cur.lastrowid)
+
+    def heartbeat(self, run_id: int, step: int, total_steps: int) -> None:
+        """Progress and liveness of a running run."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE runs SET step = ?, total_steps = ?, heartbeat = ?, updated = ? "
+                       "WHERE id = ? AND status = 'running'", (step, total_steps, now, now, run_id))
+
+    @staticmethod
+    def _assignments(fields: dict) -> tuple[str, list]:
+        bad = set(fields) - set(RUN_COLUMNS[11:])
+        if bad:
+            raise ValueError(f"not run result columns: {sorted(bad)}")
+        return "".join(f"{k} = ?, " for k in fields), [json.dumps(v) if isinstance(v, dict) else v
+                                                       for v in fields.values()]
+
+    def set_fields(self, run_id: int, **fields) -> None:
+        """Record result columns (memory, predictions) on a run."""
+        sql, values = self._assignments(fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE runs SET {sql}updated = ? WHERE id = ?", (*values, time.time(), run_id))
+
+    def add_epoch(self, run_id: int, metrics: dict) -> None:
+        """One epoch's metrics, with the heartbeat, in one transaction."""
+        row = {k: metrics[k] for k in EPOCH_COLUMNS[1:]}
+        now = time.time()
+        with self._tx() as db:
+            db.execute(f"INSERT OR REPLACE INTO epochs (run_id, {', '.join(row)}) VALUES "
+                       f"(?, {', '.join('?' * len(row))})", (run_id, *row.values()))
+            db.execute("UPDATE runs SET heartbeat = ?, updated = ? WHERE id = ?", (now, now, run_id))
+
+    def finish(self, run_id: int, status: str, error: str | None = None, **fields) -> None:
+        """End a run (done / cancelled / failed) with its final result columns, in one transaction."""
+        if status not in STATUSES[1:]:
+            raise ValueError(f"a run ends done, cancelled or failed, not {status!r}")
+        sql, values = self._assignments(fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE runs SET {sql}status = ?, error = ?, updated = ? WHERE id = ?",
+                       (*values, status, error, time.time(), run_id))
+
+    def request_cancel(self, run_id: int) -> bool:
+        """Ask a running run to stop; True if it was running."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (run_id,))
+            return cur.rowcount == 1
+
+    def cancel_requested(self, run_id: int) -> bool:
+        with self._tx() as db:
+            row = db.execute("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return bool(row and row[0])
+
+    def mark_stale(self) -> int:
+        """Mark `failed` every running run whose process is gone or silent; returns how many."""
+        now, host = time.time(), socket.gethostname()
+        with self._tx() as db:
+            rows = db.execute("SELECT id, pid, host, heartbeat FROM runs WHERE status = 'running'").fetchall()
+            dead = [r["id"] for r in rows
+                    if (r["host"] == host and r["pid"] and not _pid_alive(r["pid"]))
+                    or (r["heartbeat"] or 0) < now - STALE_SECONDS]
+            for run_id in dead:
+                db.execute("UPDATE runs SET status = 'failed', error = 'the process running it ended without "
+                           "finishing (killed or crashed)', updated = ? WHERE id = ?", (now, run_id))
+        return len(dead)
+
+    def get_run(self, run_id: int) -> dict:
+        """One run with its settings and epoch history decoded."""
+        self.mark_stale()
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise TinyTLError(f"no run with id {run_id} in {self.path}")
+            epochs = db.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,)).fetchall()
+        return self._decode(row, epochs)
+
+    def list_runs(self) -> list[dict]:
+        """Every run, newest first, with history."""
+        self.mark_stale()
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM runs ORDER BY id DESC").fetchall()
+            epochs = db.execute("SELECT * FROM epochs ORDER BY run_id, epoch").fetchall()
+        by_run: dict[int, list] = {}
+        for e in epochs:
+            by_run.setdefault(e["run_id"], []).append(e)
+        return [self._decode(r, by_run.get(r["id"], [])) for r in rows]
+
+    def delete_runs(self, run_ids: list[int]) -> int:
+        """Delete runs and their epochs; returns how many runs were removed."""
+        with self._tx() as db:
+            marks = ", ".join("?" * len(run_ids))
+            return db.execute(f"DELETE FROM runs WHERE id IN ({marks})", list(run_ids)).rowcount if run_ids else 0
+
+    @staticmethod
+    def _decode(row: sqlite3.Row, epochs: list[sqlite3.Row]) -> dict:
+        run = dict(row)
+        run["settings"] = json.loads(run["settings"])
+        run["predicted"] = json.loads(run["predicted"]) if run["predicted"] else {}
+        run["cancel_requested"] = bool(run["cancel_requested"])
+        run["history"] = [{k: e[k] for k in EPOCH_COLUMNS[1:]} for e in epochs]
+        return run
