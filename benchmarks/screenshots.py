@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from urllib.parse import urlsplit
 from pathlib import Path
 
 from explorer.navigation import PAGES
@@ -30,16 +31,24 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=BROWSER_ARGS)
         page = browser.new_page(viewport={"width": args.width, "height": 1000})
         page.goto(url)
+        previous = ""
         for i, entry in enumerate(PAGES):
             link = page.locator("[data-testid=stSidebarNav] a").nth(i)
             href = link.get_attribute("href")
             link.click()
-            page.wait_for_url(href, timeout=WAIT_MS)
-            page.wait_for_timeout(500)  # the run starts just after the URL changes
+            page.wait_for_url(lambda u: urlsplit(u).path == urlsplit(href, "http://x").path, timeout=WAIT_MS)
+            page.wait_for_function("t => { const h = document.querySelector('[data-testid=stMain] h1');"
+                                   " return h && h.innerText.length > 0 && h.innerText !== t; }",
+                                   arg=previous, timeout=WAIT_MS)
             page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=WAIT_MS)
-            page.wait_for_timeout(1500)  # let plotly finish drawing
+            page.wait_for_timeout(2000)  # let plotly finish drawing
+            height = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
+            page.set_viewport_size({"width": args.width, "height": max(800, min(int(height), 6000))})
+            page.wait_for_timeout(1000)
             path = args.out / f"{Path(entry.path).stem}.png"
-            page.screenshot(path=str(path), full_page=True)
+            page.screenshot(path=str(path))
+            page.set_viewport_size({"width": args.width, "height": 1000})
+            previous = page.locator("[data-testid=stMain] h1").first.inner_text()
             print(f"{entry.title}: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
         browser.close()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from types import SimpleNamespace
 
 import numpy as np
@@ -118,6 +118,26 @@ class MemoryTable:
         t = self.fixed_trainable + np.where(active, self.trainable[slots, e, k], 0).sum(axis=1)
         return batch_size * peak + 4 * t + (n - t) * frozen_bits // 8
 
+    @cached_property
+    def _lists(self) -> tuple[list, ...]:
+        """The tables as nested Python lists: one sub-net is faster to price in plain Python than in numpy."""
+        return tuple(a.tolist() for a in (self.head, self.tail, self.stored, self.peak, self.params, self.trainable))
+
+    def config_bytes(self, config: SubnetConfig, resolution: int, batch_size: int = 8, frozen_bits: int = 8) -> int:
+        """Training memory in bytes of one sub-net at one of the table's resolutions (same sum as total_bytes)."""
+        ri = self.resolutions.index(resolution)
+        head, tail, stored, peak, params, train = self._lists
+        prefix, top = head[ri]
+        n, t = self.fixed_params, self.fixed_trainable
+        for slot in config.active_slots():
+            ei, ki = EXPANDS.index(config.e[slot]), KERNELS.index(config.ks[slot])
+            top = max(top, prefix + peak[ri][slot][ei])
+            prefix += stored[ri][slot][ei]
+            n += params[slot][ei][ki]
+            t += train[slot][ei][ki]
+        top = max(top, prefix + tail[ri][1])
+        return batch_size * top + 4 * t + (n - t) * frozen_bits // 8
+
     def smallest_bytes(self, batch_size: int = 8, frozen_bits: int = 8) -> tuple[int, int]:
         """(bytes, resolution) of the cheapest reachable point: depth 2, expand 3, kernel 3 at each resolution.
 
@@ -189,8 +209,9 @@ def subnet_memory_bytes(config: SubnetConfig, resolution: int, policy: str = "li
     """Training memory (bytes, paper view) of one sub-net: equals `profile_memory('supernet', ..., subnet=config)`."""
     check_batch_size(batch_size)
     check_frozen_bits(frozen_bits)
-    table = memory_table((resolution,), num_classes, policy, lite_residual, norm)
-    return int(table.total_bytes(encode(config, resolution, table.resolutions)[None, :], batch_size, frozen_bits)[0])
+    if resolution not in (table := memory_table((resolution,), num_classes, policy, lite_residual, norm)).resolutions:
+        raise TinyTLError(f"resolution must be an integer >= 32, got {resolution!r}")
+    return table.config_bytes(config, resolution, batch_size, frozen_bits)
 
 
 def population_memory_mb(genes: np.ndarray, resolutions: Sequence[int], policy: str, batch_size: int,
