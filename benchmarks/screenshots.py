@@ -14,6 +14,7 @@ from explorer.navigation import PAGES
 from explorer.serve import BROWSER_ARGS, ROOT, served_app
 
 WAIT_MS = 120_000
+MAIN_HEIGHT = "document.querySelector('[data-testid=stMain]').scrollHeight"
 
 
 def main() -> None:
@@ -41,10 +42,12 @@ def main() -> None:
                                    " return h && h.innerText.length > 0 && h.innerText !== t; }",
                                    arg=previous, timeout=WAIT_MS)
             page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=WAIT_MS)
+            page.wait_for_selector("[data-testid=stSpinner]", state="detached", timeout=WAIT_MS)
             page.wait_for_timeout(2000)  # let plotly finish drawing
-            height = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
-            page.set_viewport_size({"width": args.width, "height": max(800, min(int(height), 6000))})
-            page.wait_for_timeout(1000)
+            height = 0
+            while height != (height := min(int(page.evaluate(MAIN_HEIGHT)), 6000)):  # grow until it fits
+                page.set_viewport_size({"width": args.width, "height": max(800, height)})
+                page.wait_for_timeout(1000)
             path = args.out / f"{Path(entry.path).stem}.png"
             page.screenshot(path=str(path))
             page.set_viewport_size({"width": args.width, "height": 1000})

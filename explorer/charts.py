@@ -13,8 +13,14 @@ PARAM_COLORS = {"trainable MB": "#F58518", "frozen MB": "#72B7B2", "buffers MB":
 POLICY_COLORS = {"full": "#E45756", "last": "#9D755D", "norm+last": "#B279A2", "bias": "#4C78A8",
                  "lite": "#72B7B2", "lite+bias": "#54A24B", "custom": "#F58518"}
 PAPER_MARKER = dict(symbol="diamond-open", size=13, line=dict(width=2.5), color="black")
-_LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10),
-               legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), hovermode="closest")
+LOG_TICKS = [m * 10 ** e for e in range(-1, 6) for m in (1, 2, 5)]
+_LAYOUT = dict(margin=dict(l=10, r=10, t=110, b=10), hovermode="closest",
+               legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, xanchor="left"))
+
+
+def _title(text: str) -> dict:
+    """A left-aligned title above the legend (the legend sits between title and plot)."""
+    return dict(text=text, x=0.01, xanchor="left", y=0.97, yanchor="top", yref="container")
 
 
 def layer_chart(frame: pd.DataFrame, peak_index: int, color: str, title: str) -> go.Figure:
@@ -43,7 +49,7 @@ def layer_chart(frame: pd.DataFrame, peak_index: int, color: str, title: str) ->
     fig.add_annotation(x=peak["index"], y=peak["live MB"], text=f"peak: {peak['layer']}<br>{peak['live MB']:.2f} MB",
                        showarrow=True, arrowhead=2, ax=40, ay=-40)
     firsts = frame.groupby("group", sort=False)["index"].min()
-    fig.update_layout(title=title, barmode="stack", bargap=0.05, yaxis_title="MB (whole batch)", height=460,
+    fig.update_layout(title=_title(title), barmode="stack", bargap=0.05, yaxis_title="MB (whole batch)", height=460,
                       xaxis=dict(title="layer, in forward order", tickvals=list(firsts), ticktext=list(firsts.index),
                                  tickangle=-60, tickfont=dict(size=9)), **_LAYOUT)
     return fig
@@ -57,7 +63,7 @@ def param_chart(breakdown: pd.DataFrame, frozen_bits: int) -> go.Figure:
     for column, label in labels.items():
         fig.add_bar(x=breakdown["group"], y=breakdown[column], name=label, marker_color=PARAM_COLORS[column],
                     hovertemplate="%{x}: %{y:.4f} MB<extra>" + label + "</extra>")
-    fig.update_layout(title="Parameters by stage", barmode="stack", yaxis_title="MB", height=380,
+    fig.update_layout(title=_title("Parameters by stage"), barmode="stack", yaxis_title="MB", height=380,
                       xaxis=dict(tickangle=-60, tickfont=dict(size=9)), **_LAYOUT)
     return fig
 
@@ -76,7 +82,7 @@ def policy_bars(table: pd.DataFrame, colors: dict[str, str], titles: dict[str, s
         policies = [p for p in table["policy"].unique() if p in reported]
         fig.add_scatter(x=policies, y=[reported[p] for p in policies], mode="markers", marker=PAPER_MARKER,
                         name="paper (reported, Table 2)", hovertemplate="%{x}: paper reports %{y} MB<extra></extra>")
-    fig.update_layout(title="Training memory per update policy", barmode="group", yaxis_title="MB",
+    fig.update_layout(title=_title("Training memory per update policy"), barmode="group", yaxis_title="MB",
                       xaxis=dict(title="", tickvals=list(table["policy"].unique()),
                                  ticktext=[f"{p}<br>{PAPER_NAMES.get(p, '')}" for p in table["policy"].unique()]),
                       height=430, **_LAYOUT)
@@ -97,9 +103,9 @@ def sweep_lines(table: pd.DataFrame, x: str, title: str, reported: dict[str, dic
             fig.add_scatter(x=list(points), y=list(points.values()), mode="markers", showlegend=False,
                             marker={**PAPER_MARKER, "color": color}, name=f"{policy}: paper (reported)",
                             hovertemplate=f"{policy}: paper reports %{{y}} MB at {x} %{{x}}<extra></extra>")
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title="MB", height=400, **_LAYOUT)
+    fig.update_layout(title=_title(title), xaxis_title=x, yaxis_title="MB", height=400, **_LAYOUT)
     if log_y:
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", tickvals=LOG_TICKS, ticktext=[f"{v:g}" for v in LOG_TICKS])
     return fig
 
 
@@ -110,7 +116,7 @@ def kept_bytes_chart(table: pd.DataFrame) -> go.Figure:
         fig.add_bar(x=table["tensor"], y=table[column], name=column.replace(" MB", ""), marker_color=color,
                     text=table[column].map(lambda v: f"{v:.2f}"), textposition="outside",
                     hovertemplate="%{x}: %{y:.3f} MB<extra>" + column.replace(" MB", "") + "</extra>")
-    fig.update_layout(title="Kept for backward by this layer", barmode="group", yaxis_title="MB (whole batch)",
+    fig.update_layout(title=_title("Kept for backward by this layer"), barmode="group", yaxis_title="MB (whole batch)",
                       height=360, **_LAYOUT)
     return fig
 
@@ -122,6 +128,6 @@ def network_split_chart(table: pd.DataFrame) -> go.Figure:
                           ("frozen params MB", "#72B7B2")):
         fig.add_bar(x=table["policy"], y=table[column], name=column.replace(" MB", ""), marker_color=color,
                     hovertemplate="%{x}: %{y:.2f} MB<extra>" + column.replace(" MB", "") + "</extra>")
-    fig.update_layout(title="Whole network: activations vs parameters", barmode="stack", yaxis_title="MB",
+    fig.update_layout(title=_title("Whole network: activations vs parameters"), barmode="stack", yaxis_title="MB",
                       height=400, **_LAYOUT)
     return fig

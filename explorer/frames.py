@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from explorer.compute import Variant
 from tinytl.devices import Device, check_budget
 from tinytl.memory import MemoryReport, ModelTrace
 from tinytl.memory.analysis import layer_group
@@ -44,15 +43,14 @@ def param_breakdown(trace: ModelTrace, policy: str, report: MemoryReport) -> pd.
     return pd.DataFrame([{"group": g, **r} for g, r in rows.items()])
 
 
-def budget_frame(reports: dict[Variant, MemoryReport], devices: Sequence[Device]) -> pd.DataFrame:
-    """One row per device: its budget and, per view, the verdict, headroom and the largest batch that fits."""
+def budget_frame(report: MemoryReport, devices: Sequence[Device],
+                 others: dict[str, MemoryReport]) -> pd.DataFrame:
+    """One row per device: verdict, headroom and largest fitting batch under `report`; verdicts under `others`."""
     rows = []
     for device in devices:
-        row = {"device": device.name, "memory": device.memory, "budget MB": device.budget_mb}
-        for variant, report in reports.items():
-            check = check_budget(report, device)
-            row[f"{variant.key}: verdict"] = check.verdict
-            row[f"{variant.key}: headroom MB"] = check.headroom_mb
-            row[f"{variant.key}: largest batch"] = check.largest_batch
+        check = check_budget(report, device)
+        row = {"device": device.name, "memory": device.memory, "budget MB": device.budget_mb,
+               "verdict": check.verdict, "headroom MB": check.headroom_mb, "largest batch": check.largest_batch}
+        row.update({f"verdict · {key}": check_budget(other, device).verdict for key, other in others.items()})
         rows.append(row)
     return pd.DataFrame(rows)

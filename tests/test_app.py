@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from explorer.compute import variants
 from explorer.paper_values import TABLE2_MB
 from tinytl.devices import DEVICES, check_budget, custom_device
 from tinytl.memory import VIEWS, analyze, cached_trace, get_view
@@ -45,13 +46,21 @@ def trace_named(fig: dict, name: str) -> dict:
 
 
 def headline(at: AppTest) -> dict[str, str]:
-    titles = {v.title for v in VIEWS.values()}
+    titles = {v.title for v in variants()}
     return {m.label: m.value for m in at.metric if m.label in titles}
 
 
 def report(policy: str, resolution: int = 224, batch: int = 8, view: str = "paper", classes: int = 102,
-           lite: bool = True, bits: int = 8):
-    return analyze(cached_trace("proxylessnas_mobile", resolution, classes, lite, "gn"), policy, batch, bits, view)
+           lite: bool = True, bits: int = 8, **options):
+    trace = cached_trace("proxylessnas_mobile", resolution, classes, lite, "gn")
+    return analyze(trace, policy, batch, bits, view, **options)
+
+
+def variant_report(variant, policy: str, **settings):
+    return report(policy, view=variant.view, **settings, **dict(variant.options))
+
+
+PAPER = VIEWS["paper"].title
 
 
 def assert_clean(at: AppTest) -> None:
@@ -65,13 +74,13 @@ def test_memory_headline_equals_library_for_every_view():
     at = open_app()
     assert_clean(at)
     shown = headline(at)
-    assert set(shown) == {v.title for v in VIEWS.values()}
-    for name, view in VIEWS.items():
-        r, full = report("lite+bias", view=name), report("full", view=name)
-        assert shown[view.title] == f"{r.total_mb:.2f} MB"
-        delta = next(m.delta for m in at.metric if m.label == view.title)
+    assert set(shown) == {v.title for v in variants()} and len(shown) >= len(VIEWS)
+    for v in variants():
+        r, full = variant_report(v, "lite+bias"), variant_report(v, "full")
+        assert shown[v.title] == f"{r.total_mb:.2f} MB"
+        delta = next(m.delta for m in at.metric if m.label == v.title)
         assert delta == f"{(r.total_bytes / full.total_bytes - 1) * 100:+.1f}% vs full"
-    assert shown[VIEWS["paper"].title] == "37.07 MB"  # paper Table 2: 37.1
+    assert shown[PAPER] == "37.07 MB"  # paper Table 2: 37.1
 
 
 def test_memory_policy_batch_resolution_changes_update_numbers_and_charts():
@@ -81,7 +90,7 @@ def test_memory_policy_batch_resolution_changes_update_numbers_and_charts():
     at.number_input(key="resolution").set_value(160).run()
     assert_clean(at)
     r = report("bias", resolution=160, batch=2)
-    assert headline(at)[VIEWS["paper"].title] == f"{r.total_mb:.2f} MB"
+    assert headline(at)[PAPER] == f"{r.total_mb:.2f} MB"
     fig = figures(at)["layer_chart"]
     frame = r.to_frame()
     assert trace_named(fig, "memory while it runs (running total)")["y"] == pytest.approx(
@@ -106,12 +115,13 @@ def test_memory_parameter_breakdown_and_tables_match_report():
     assert list(layers["live MB"]) == pytest.approx([row.live_bytes / 1e6 for row in r.layers])
     devices = [*DEVICES, custom_device(50.0)]
     assert list(budgets["device"]) == [d.name for d in devices]
-    for name in VIEWS:
-        rv = report("bias", view=name)
-        checks = [check_budget(rv, d) for d in devices]
-        assert list(budgets[f"{name}: verdict"]) == [c.verdict for c in checks]
-        assert list(budgets[f"{name}: largest batch"]) == [c.largest_batch for c in checks]
-        assert list(budgets[f"{name}: headroom MB"]) == pytest.approx([c.headroom_mb for c in checks])
+    checks = [check_budget(r, d) for d in devices]
+    assert list(budgets["verdict"]) == [c.verdict for c in checks]
+    assert list(budgets["largest batch"]) == [c.largest_batch for c in checks]
+    assert list(budgets["headroom MB"]) == pytest.approx([c.headroom_mb for c in checks])
+    for v in variants()[1:]:
+        other = [check_budget(variant_report(v, "bias"), d).verdict for d in devices]
+        assert list(budgets[f"verdict · {v.key}"]) == other
     assert {b.label for b in at.get("download_button")} == {"Download CSV", "Download JSON"}
 
 
@@ -121,7 +131,7 @@ def test_memory_custom_policy_ticks_groups_and_kinds():
     at.multiselect(key="custom_groups").set_value(["classifier.1"]).run()
     at.multiselect(key="custom_kinds").set_value(["weight", "bias"]).run()
     assert_clean(at)
-    assert headline(at)[VIEWS["paper"].title] == f"{report('last').total_mb:.2f} MB"  # the classifier only
+    assert headline(at)[PAPER] == f"{report('last').total_mb:.2f} MB"  # the classifier only
     assert "blocks.19" in at.multiselect(key="custom_groups").options
     assert at.query_params["groups"] == "classifier.1"
 
@@ -130,7 +140,7 @@ def test_memory_url_reproduces_settings():
     at = open_app(policy="lite", res="288", batch="4", bits="4", view="paper")
     assert_clean(at)
     r = report("lite", resolution=288, batch=4, bits=4)
-    assert headline(at)[VIEWS["paper"].title] == f"{r.total_mb:.2f} MB"
+    assert headline(at)[PAPER] == f"{r.total_mb:.2f} MB"
     assert at.number_input(key="frozen_bits").value == 4
 
 
@@ -156,7 +166,7 @@ def test_memory_bad_settings_show_the_reason_and_recover(query, reason):
         at.toggle(key="lite_residual").set_value(True)
     at.run()
     assert_clean(at)
-    assert headline(at)[VIEWS["paper"].title] == f"{report('lite' if 'policy' in query else 'lite+bias').total_mb:.2f} MB"
+    assert headline(at)[PAPER] == f"{report('lite' if 'policy' in query else 'lite+bias').total_mb:.2f} MB"
 
 
 def test_memory_unknown_backbone_in_url_falls_back_with_reason():
@@ -164,7 +174,7 @@ def test_memory_unknown_backbone_in_url_falls_back_with_reason():
     assert not at.exception
     errors = " | ".join(e.value for e in at.error)
     assert "unknown backbone 'not_a_net'" in errors and "batch size must be an integer, got 'abc'" in errors
-    assert headline(at)[VIEWS["paper"].title] == "37.07 MB"  # the rest of the page works on the defaults
+    assert headline(at)[PAPER] == "37.07 MB"  # the rest of the page works on the defaults
 
 
 # --- Compare page ---
@@ -174,10 +184,10 @@ def test_compare_bars_equal_library_with_paper_markers():
     assert_clean(at)
     figs = figures(at)
     bars = figs["policy_bars"]
-    for name, view in VIEWS.items():
-        bar = trace_named(bars, view.title)
+    for v in variants():
+        bar = trace_named(bars, v.title)
         assert bar["x"] == list(POLICIES)
-        assert bar["y"] == pytest.approx([report(p, view=name).total_mb for p in POLICIES])
+        assert bar["y"] == pytest.approx([variant_report(v, p).total_mb for p in POLICIES])
     marks = trace_named(bars, "paper (reported, Table 2)")
     assert dict(zip(marks["x"], marks["y"])) == TABLE2_MB
     lines = figs["resolution_lines"]
@@ -196,7 +206,7 @@ def test_compare_off_paper_setting_has_no_markers_and_skips_lite_without_branche
     assert {w.value.split(" ")[0] for w in at.warning} == {"lite", "lite+bias"}
     bars = figures(at)["policy_bars"]
     assert all("paper (reported" not in t.get("name", "") for t in bars["data"])
-    assert trace_named(bars, VIEWS["paper"].title)["x"] == ["full", "last", "norm+last", "bias"]
+    assert trace_named(bars, PAPER)["x"] == ["full", "last", "norm+last", "bias"]
 
 
 def test_compare_bad_resolution_shows_error():

@@ -38,6 +38,7 @@ def settle(page) -> None:
     """Wait until the script run is over (the running indicator is gone) and the page has content."""
     page.wait_for_selector("[data-testid=stMain] h1", timeout=RUN_DONE_MS)
     page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=RUN_DONE_MS)
+    page.wait_for_selector("[data-testid=stSpinner]", state="detached", timeout=RUN_DONE_MS)
 
 
 def visit(page, index: int) -> None:
@@ -48,6 +49,7 @@ def visit(page, index: int) -> None:
     page.wait_for_url(lambda u: urlsplit(u).path == urlsplit(href, "http://x").path, timeout=RUN_DONE_MS)
     page.wait_for_timeout(500)  # the run starts just after the URL changes
     page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=RUN_DONE_MS)
+    page.wait_for_selector("[data-testid=stSpinner]", state="detached", timeout=RUN_DONE_MS)
 
 
 def assert_no_exception(page) -> None:

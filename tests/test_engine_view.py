@@ -36,8 +36,8 @@ def _measured(model, policy: str, mode: str, resolution: int) -> int:
 
 
 @pytest.mark.parametrize("backbone, norm, resolution", [
-    ("proxylessnas_mobile", "gn", 64), ("proxylessnas_mobile", "bn", 64), ("proxylessnas_mobile", "bn-frozen", 64),
-    ("mobilenet_v2", "gn", 64), ("resnet18", "bn", 64)])
+    ("proxylessnas_mobile", "gn", 64), ("proxylessnas_mobile", "bn", 128), ("proxylessnas_mobile", "bn-frozen", 64),
+    ("mobilenet_v2", "gn", 64), ("resnet18", "bn", 128)])
 def test_view_predicts_measured_saved_bytes(backbone, norm, resolution):
     torch.manual_seed(0)
     model = build_model(backbone, 10, norm=norm)

@@ -78,7 +78,7 @@ if not table.empty:
     titles = {v.key: v.title for v in views}
     st.plotly_chart(charts.policy_bars(table, colors, titles, TABLE2_MB if at_table2 else None), key="policy_bars")
     pivot = table.pivot(index="policy", columns="variant", values="total MB").reindex(
-        [p for p in policies if p in set(table["policy"])])
+        index=[p for p in policies if p in set(table["policy"])], columns=[v.key for v in views])
     if at_table2:
         pivot["paper (reported)"] = pd.Series(TABLE2_MB)
     st.dataframe(pivot, column_config={c: st.column_config.NumberColumn(format="%.2f") for c in pivot})

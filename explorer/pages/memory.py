@@ -76,17 +76,19 @@ d2.download_button("Download JSON", json.dumps(report.to_dict(), indent=2), f"{s
                    key="download_json", icon=":material/download:")
 
 st.subheader("Device budgets")
-st.caption(f"**fits**: total within {1 - TIGHT_MARGIN:.0%} of the budget; **tight**: within the last "
-           f"{TIGHT_MARGIN:.0%}; **does not fit**: over it. Headroom = budget - total. Largest batch: the biggest "
-           "batch whose total stays within the budget (0: not even one sample), from the same per-layer costs. "
-           "Device RAM is in binary units (1 MB = 2^20 bytes), shown in decimal MB. A phone app's limit is per "
-           "app, not the phone's RAM: enter it as your budget in the sidebar.")
+st.caption(f"Does {report.total_mb:.2f} MB ({chosen.title}) fit? **fits**: within {1 - TIGHT_MARGIN:.0%} of the "
+           f"budget; **tight**: within its last {TIGHT_MARGIN:.0%}; **does not fit**: over it. Headroom = budget - "
+           "total. Largest batch: the biggest batch whose total stays within the budget (0: not even one sample), "
+           "from the same per-layer costs. The last columns give the verdict under the other views. Device RAM is "
+           "binary (1 MB = 2^20 bytes), shown in decimal MB. A phone app's limit is per app, not the phone's RAM: "
+           "enter it as your budget in the sidebar.")
 devices = list(DEVICES)
 mine = guarded(lambda: custom_device(settings.budget_mb))
 if mine:
     devices.append(mine)
-budgets = frames.budget_frame(reports, devices)
-verdict_columns = [c for c in budgets if c.endswith(": verdict")]
+others = {v.key: r for v, r in reports.items() if v is not chosen}
+budgets = frames.budget_frame(report, devices, others)
+verdict_columns = [c for c in budgets if c.startswith("verdict")]
 st.dataframe(budgets.style.map(VERDICT_STYLE.get, subset=verdict_columns)
              .format({c: "{:,.2f}" for c in budgets if "MB" in c}),
              hide_index=True, key="budget_table")

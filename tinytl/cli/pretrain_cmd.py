@@ -19,12 +19,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init", default=None, help="continue from this checkpoint (a later stage) instead of scratch")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tinytl.train.pretrain import pretrain
 
-    meta = pretrain(args.out, args.epochs, args.resolution, args.batch_size, args.lr, args.seed, args.threads)
-    print_json({k: v for k, v in meta.items() if k != "history"})
+    meta = pretrain(args.out, args.epochs, args.resolution, args.batch_size, args.lr, args.seed, args.threads, args.init)
+    print_json({**meta, "stages": [{k: v for k, v in st.items() if k != "history"} for st in meta["stages"]]})
     return 0

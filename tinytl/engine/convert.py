@@ -67,10 +67,11 @@ def convert_model(model: nn.Module, mode: str = "exact", frozen_bits: int | None
     if is_converted(model):
         restore_model(model)
     blocks: list[nn.Module] = []
-    for module in model.modules():
-        if mode == "recompute" and isinstance(module, RECOMPUTE_BLOCKS) and not any(
-                any(m is module for m in b.modules()) for b in blocks):
+    inside_blocks: set[int] = set()
+    for module in model.modules():  # pre-order: an outer block comes before the blocks it holds
+        if mode == "recompute" and isinstance(module, RECOMPUTE_BLOCKS) and id(module) not in inside_blocks:
             blocks.append(module)
+            inside_blocks.update(id(m) for m in module.modules())
         if _convertible(module):
             module.__class__ = ENGINE_CLASSES[type(module)]
             if frozen_bits is not None and isinstance(module, (nn.Conv2d, nn.Linear)):

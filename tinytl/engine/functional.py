@@ -11,6 +11,7 @@ anyway and are not activations.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -21,7 +22,7 @@ from torch.autograd.function import once_differentiable
 from tinytl.models.layers import WS_EPS
 
 _BIT_SHIFTS: dict[torch.device, torch.Tensor] = {}
-_RECOMPUTING = [0]  # depth of block recomputations in progress (BatchNorm must not update its stats then)
+_STATE = threading.local()  # .recomputing: depth of block re-runs in progress (BatchNorm keeps its stats then)
 
 
 def _shifts(device: torch.device) -> torch.Tensor:
@@ -53,16 +54,16 @@ def unpack_mask(packed: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 @contextlib.contextmanager
 def recomputing() -> Iterator[None]:
     """Mark a block's forward as a recomputation (norm running statistics are left untouched)."""
-    _RECOMPUTING[0] += 1
+    _STATE.recomputing = getattr(_STATE, "recomputing", 0) + 1
     try:
         yield
     finally:
-        _RECOMPUTING[0] -= 1
+        _STATE.recomputing -= 1
 
 
 def is_recomputing() -> bool:
     """True while a block's forward is being re-run inside its backward."""
-    return _RECOMPUTING[0] > 0
+    return getattr(_STATE, "recomputing", 0) > 0
 
 
 def standardize_weight(weight: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from tinytl.data import DATASETS, DataBundle
 from tinytl.data.glyphs import render_glyphs
 from tinytl.data.transforms import test_transform, train_transform
-from tinytl.models.supernet import (DEFAULT_CHECKPOINT, ProxylessSuperNet, largest_subnet, sample_subnet,
-                                    save_supernet, smallest_subnet)
+from tinytl.models.supernet import (DEFAULT_CHECKPOINT, ProxylessSuperNet, largest_subnet, load_supernet,
+                                    sample_subnet, save_supernet, smallest_subnet)
 from tinytl.train.loop import TrainHooks, evaluate, train
 
 
@@ -42,11 +42,13 @@ def _log_hook(started: float, log, every: int = 50):
 
 def pretrain_supernet(out: str | Path = DEFAULT_CHECKPOINT, epochs_full: int = 1, epochs_elastic: int = 2,
                       per_class: int = 200, resolution: int = 32, batch_size: int = 64, lr: float = 2e-3,
-                      seed: int = 0, log=sys.stderr) -> dict:
-    """Train the super-net on glyphs (largest first, sort channels, then random sub-nets) and save it."""
+                      seed: int = 0, init: str | Path | None = None, log=sys.stderr) -> dict:
+    """Train the super-net on glyphs (largest first, sort channels, then random sub-nets) and save it.
+
+    `init` continues from a stored super-net (its provenance is kept under "continued_from")."""
     torch.manual_seed(seed)
     data = glyph_bundle(resolution, per_class, seed)
-    model = ProxylessSuperNet(data.num_classes)
+    model = load_supernet(init) if init else ProxylessSuperNet(data.num_classes)
     started = time.time()
     test_loader = DataLoader(data.test, 256)
 
@@ -69,7 +71,8 @@ def pretrain_supernet(out: str | Path = DEFAULT_CHECKPOINT, epochs_full: int = 1
             "test_images": len(data.test), "resolution": resolution, "batch_size": batch_size, "lr": lr,
             "epochs_full": epochs_full, "epochs_elastic": epochs_elastic, "seed": seed,
             "source_test_accuracy": accuracy, "train_seconds": round(full.train_seconds + elastic.train_seconds, 1),
-            "history": [m.to_dict() for m in full.history + elastic.history], "made_by": "tinytl.search.pretrain"}
+            "history": [m.to_dict() for m in full.history + elastic.history], "made_by": "tinytl.search.pretrain",
+            "continued_from": getattr(model, "provenance", None)}
     save_supernet(model, out, meta)
     print(f"saved {out}: source accuracy largest {accuracy['largest']:.3f} smallest {accuracy['smallest']:.3f}",
           file=log, flush=True)
@@ -83,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs-elastic", type=int, default=2)
     parser.add_argument("--per-class", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", default=None, help="continue from this super-net checkpoint")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    pretrain_supernet(args.out, args.epochs_full, args.epochs_elastic, args.per_class)
+    pretrain_supernet(args.out, args.epochs_full, args.epochs_elastic, args.per_class, init=args.init)
     return 0
 
 

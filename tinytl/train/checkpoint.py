@@ -30,10 +30,8 @@ class LoadReport:
 
 
 def save_compact(model: nn.Module, path: str | Path, backbone: str, meta: dict) -> int:
-    """Save the backbone without its classifier, floating tensors in fp16; return the file size in bytes."""
-    head = classifier_name(model)
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()
-             if not k.startswith(head + ".")}
+    """Save a model with floating tensors in fp16 (its source classifier too, to continue pretraining); return bytes."""
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"format": CHECKPOINT_FORMAT, "backbone": backbone, "meta": meta, "state_dict": state}, path)
     return Path(path).stat().st_size

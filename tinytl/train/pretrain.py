@@ -11,19 +11,30 @@ from torch.utils.data import DataLoader
 
 from tinytl.data import load_dataset
 from tinytl.models import build_model
-from tinytl.train.checkpoint import SHIPPED, save_compact
+from tinytl.train.checkpoint import SHIPPED, read_state_dict, save_compact
 from tinytl.train.loop import EpochMetrics, TrainHooks, train
 
 BACKBONE = "proxylessnas_mobile"
 
 
 def pretrain(out: str | Path = SHIPPED[BACKBONE], epochs: int = 1, resolution: int = 32, batch_size: int = 128,
-             lr: float = 2e-3, seed: int = 0, threads: int = 2, log=sys.stderr) -> dict:
-    """Train every parameter on glyphs from scratch, save it compactly (fp16), and return its metadata."""
+             lr: float = 2e-3, seed: int = 0, threads: int = 2, init: str | Path | None = None,
+             log=sys.stderr) -> dict:
+    """Train every parameter on glyphs (from scratch, or on from `init`), save compactly (fp16), return metadata.
+
+    A run continued from `init` records the earlier stages in its metadata, so the shipped file says how it
+    was made in full.
+    """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     data = load_dataset("glyphs", resolution, seed=seed)
     model = build_model(BACKBONE, data.num_classes)
+    stages: list[dict] = []
+    if init is not None:
+        state, earlier = read_state_dict(Path(init))
+        # strict=False: a first-stage file may lack the source classifier, which then starts fresh
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
+        stages = earlier.get("stages") or [earlier]
     started = time.time()
 
     def after_step(step: int, total: int, loss: float) -> None:
@@ -38,11 +49,13 @@ def pretrain(out: str | Path = SHIPPED[BACKBONE], epochs: int = 1, resolution: i
     result = train(model, DataLoader(data.train, batch_size, shuffle=True, generator=generator),
                    DataLoader(data.test, 256), "full", epochs=epochs, lr=lr, label_smoothing=0.1,
                    measure_memory=False, hooks=TrainHooks(after_step=after_step, after_epoch=after_epoch))
+    stage = {"epochs": epochs, "resolution": resolution, "batch_size": batch_size, "lr": lr, "seed": seed,
+             "continued_from": str(init) if init else None, "train_seconds": round(result.train_seconds, 1),
+             "history": [m.to_dict() for m in result.history]}
     meta = {"source_task": "glyphs", "source_classes": data.num_classes, "train_images": len(data.train),
-            "test_images": len(data.test), "epochs": epochs, "resolution": resolution, "batch_size": batch_size,
-            "lr": lr, "seed": seed, "source_test_accuracy": result.final_accuracy,
-            "train_seconds": round(result.train_seconds, 1),
-            "history": [m.to_dict() for m in result.history]}
+            "test_images": len(data.test), "source_test_accuracy": result.final_accuracy,
+            "train_seconds": round(sum(s["train_seconds"] for s in stages) + result.train_seconds, 1),
+            "stages": stages + [stage]}
     meta["file_bytes"] = save_compact(model, out, BACKBONE, meta)
     print(f"saved {out} ({meta['file_bytes'] / 1e6:.1f} MB), source test accuracy {result.final_accuracy:.4f}",
           file=log, flush=True)
