@@ -16,7 +16,8 @@ OTHER_RESOLUTION_MB = {("lite+bias", 320): 65.0}
 
 def matches_paper_setting(backbone: str, classes: int, lite: bool, norm: str, bits: int) -> bool:
     """True when a setting is the one the paper's numbers were reported for (resolution/batch aside)."""
-    return (backbone, classes, lite, norm, bits) == tuple(PAPER_SETTING.values())
+    given = {"backbone": backbone, "classes": classes, "lite": lite, "norm": norm, "bits": bits}
+    return given == PAPER_SETTING
 
 
 def reported_by_resolution(policy: str, batch_size: int) -> dict[int, float]:

@@ -54,3 +54,33 @@ def served_app(timeout_s: float = 60.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def wait_idle(page, timeout_ms: int = 120_000, polling_grace_ms: int = 15_000) -> None:
+    """Wait (Playwright page) until the page has a title and its script run is over.
+
+    A page that polls (st.fragment(run_every=...)) reruns every second and never stays idle: after the
+    title is there, its running indicator is awaited at most `polling_grace_ms`.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.wait_for_selector("[data-testid=stMain] h1", timeout=timeout_ms)
+    page.wait_for_timeout(700)  # the running indicator and spinners show up shortly after a run starts
+    try:
+        page.wait_for_selector("[data-testid=stSpinner]", state="detached", timeout=timeout_ms)
+        page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=polling_grace_ms)
+    except PlaywrightTimeout:
+        page.wait_for_timeout(1000)
+
+
+def open_page(page, index: int, timeout_ms: int = 120_000) -> str:
+    """Click the index-th page of the sidebar navigation, wait for its title to replace the last one and
+    for the run to end; return the title."""
+    title = page.locator("[data-testid=stMain] h1").first
+    previous = title.inner_text() if title.count() else ""
+    page.locator("[data-testid=stSidebarNav] a").nth(index).click()
+    page.wait_for_function("t => { const h = document.querySelector('[data-testid=stMain] h1');"
+                           " return h && h.innerText.length > 0 && h.innerText !== t; }", arg=previous,
+                           timeout=timeout_ms)
+    wait_idle(page, timeout_ms)
+    return page.locator("[data-testid=stMain] h1").first.inner_text()

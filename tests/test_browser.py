@@ -1,12 +1,11 @@
 """End to end in a real headless Chromium: every page renders without an exception, the policy drives the numbers."""
 
 import shutil
-from urllib.parse import urlsplit
 
 import pytest
 
 from explorer.navigation import PAGES
-from explorer.serve import BROWSER_ARGS, served_app
+from explorer.serve import BROWSER_ARGS, open_page, served_app, wait_idle
 from tinytl.memory import profile_memory
 
 pytestmark = pytest.mark.browser
@@ -34,24 +33,6 @@ def page(app_url):
         browser.close()
 
 
-def settle(page) -> None:
-    """Wait until the script run is over (the running indicator is gone) and the page has content."""
-    page.wait_for_selector("[data-testid=stMain] h1", timeout=RUN_DONE_MS)
-    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=RUN_DONE_MS)
-    page.wait_for_selector("[data-testid=stSpinner]", state="detached", timeout=RUN_DONE_MS)
-
-
-def visit(page, index: int) -> None:
-    """Open the index-th page from the sidebar navigation and wait for its script run to finish."""
-    link = page.locator("[data-testid=stSidebarNav] a").nth(index)
-    href = link.get_attribute("href")
-    link.click()
-    page.wait_for_url(lambda u: urlsplit(u).path == urlsplit(href, "http://x").path, timeout=RUN_DONE_MS)
-    page.wait_for_timeout(500)  # the run starts just after the URL changes
-    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=RUN_DONE_MS)
-    page.wait_for_selector("[data-testid=stSpinner]", state="detached", timeout=RUN_DONE_MS)
-
-
 def assert_no_exception(page) -> None:
     shown = page.locator("[data-testid=stException]")
     assert shown.count() == 0, shown.all_inner_texts()
@@ -63,7 +44,7 @@ def headline(page) -> str:
 
 def test_every_page_renders_and_policy_changes_the_headline(page, app_url):
     page.goto(app_url)
-    settle(page)
+    wait_idle(page, RUN_DONE_MS)
     page.wait_for_selector("[data-testid=stPlotlyChart] .js-plotly-plot", timeout=RUN_DONE_MS)
     assert_no_exception(page)
     lite_bias = profile_memory("proxylessnas_mobile", "lite+bias", 224, 8, 102)
@@ -75,14 +56,15 @@ def test_every_page_renders_and_policy_changes_the_headline(page, app_url):
     page.wait_for_function(
         "v => document.querySelector('[data-testid=stMetricValue]')?.innerText.trim() === v", arg=full,
         timeout=RUN_DONE_MS)
-    settle(page)
+    wait_idle(page, RUN_DONE_MS)
     assert headline(page) == full
     assert "policy=full" in page.url  # the link reproduces the view
 
     links = page.locator("[data-testid=stSidebarNav] a")
     assert links.count() == len(PAGES)
     for i, entry in enumerate(PAGES):
-        visit(page, i)
+        if i:  # page 0 is the one already open
+            open_page(page, i, RUN_DONE_MS)
         assert_no_exception(page)
         if entry.path in PAGES_WITH_CHARTS:
             page.wait_for_selector("[data-testid=stPlotlyChart] .js-plotly-plot", timeout=RUN_DONE_MS)
@@ -91,7 +73,7 @@ def test_every_page_renders_and_policy_changes_the_headline(page, app_url):
 
 def test_bad_url_shows_the_reason_not_a_traceback(page, app_url):
     page.goto(f"{app_url}/?res=0&backbone=nope")
-    settle(page)
+    wait_idle(page, RUN_DONE_MS)
     alerts = " ".join(page.locator("[data-testid=stAlert]").all_inner_texts())
     assert "resolution must be an integer" in alerts and "got 0" in alerts  # markdown renders >= as ≥
     assert "unknown backbone 'nope'" in alerts

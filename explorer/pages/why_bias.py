@@ -42,7 +42,7 @@ record = layers[name]
 t1, t2, t3 = st.columns(3)
 grads = LayerGrads(weight=t1.toggle("W (weight) trains", value=False, key="why_w"),
                    bias=t2.toggle("b (bias) trains", value=True, key="why_b"),
-                   input=t3.toggle("x needs a gradient (something before this layer trains)", value=True,
+                   input=t3.toggle("x needs a gradient (an earlier layer trains)", value=True,
                                    key="why_x"))
 
 form = 1 if record.kind == "conv" else 2

@@ -10,7 +10,6 @@ in `tinytl.memory.analysis.analyze`; tests check the two agree on extracted sub-
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from types import SimpleNamespace
@@ -209,15 +208,6 @@ def subnet_memory_bytes(config: SubnetConfig, resolution: int, policy: str = "li
     """Training memory (bytes, paper view) of one sub-net: equals `profile_memory('supernet', ..., subnet=config)`."""
     check_batch_size(batch_size)
     check_frozen_bits(frozen_bits)
-    if resolution not in (table := memory_table((resolution,), num_classes, policy, lite_residual, norm)).resolutions:
-        raise TinyTLError(f"resolution must be an integer >= 32, got {resolution!r}")
+    table = memory_table((resolution,), num_classes, policy, lite_residual, norm)
     return table.config_bytes(config, resolution, batch_size, frozen_bits)
-
-
-def population_memory_mb(genes: np.ndarray, resolutions: Sequence[int], policy: str, batch_size: int,
-                         num_classes: int, frozen_bits: int = 8, lite_residual: bool = True,
-                         norm: str = "gn") -> np.ndarray:
-    """Training memory in decimal MB of many gene rows at once."""
-    table = memory_table(tuple(resolutions), num_classes, policy, lite_residual, norm)
-    return table.total_bytes(genes, batch_size, frozen_bits) / 1e6
 
