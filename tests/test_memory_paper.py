@@ -105,7 +105,8 @@ def test_ancestors_follow_dataflow(proxyless_trace):
     assert proxyless_trace.layers[0].ancestors == 0
 
 
-@pytest.mark.parametrize("backbone", ["mobilenet_v2", "mobilenet_v3_large", "resnet18", "resnet50", "inception_v3"])
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "mobilenet_v3_large", "resnet18", "resnet50", "inception_v3",
+                                      "regnet_x_400mf"])
 def test_torchvision_backbones_analyse(backbone):
     res = 299 if backbone == "inception_v3" else 224
     full = profile_memory(backbone, "full", res, 8, 10)

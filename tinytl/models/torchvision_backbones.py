@@ -110,8 +110,17 @@ def insert_lite_residuals(model: nn.Module, meta_twin: nn.Module, norm: str) -> 
 
 
 def build_torchvision(name: str, num_classes: int, norm: str, device: str | torch.device) -> nn.Module:
-    """A torchvision model with a new `num_classes` head and the chosen norm mode (no weights loaded)."""
+    """A torchvision model with a new `num_classes` head and the chosen norm mode (no weights loaded).
+
+    A few builders (RegNet) compute their widths with tensors, which the meta device cannot read back:
+    those are built on the CPU and then moved (parameters only; still no activation is allocated).
+    """
+    kwargs = {"weights": None, "num_classes": num_classes, **EXTRA_KWARGS.get(name, {})}
+    try:
+        with torch.device(device):
+            model = tvm.get_model(name, **kwargs)
+    except NotImplementedError:
+        model = tvm.get_model(name, **kwargs).to(device)
     with torch.device(device):
-        model = tvm.get_model(name, weights=None, num_classes=num_classes, **EXTRA_KWARGS.get(name, {}))
         convert_norms(model, norm)
     return model
