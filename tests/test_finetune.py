@@ -16,7 +16,8 @@ from tinytl.train.store import RunStore
 TINY = dict(resolution=32, batch_size=8, epochs=1, max_steps=2)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", [p if p == "lite+bias" else pytest.param(p, marks=pytest.mark.slow)
+                                    for p in POLICIES])
 def test_two_steps_per_policy_write_consistent_record(tmp_path, policy):
     store = RunStore(tmp_path / "runs.sqlite")
     prepared = prepare_run(FinetuneSettings(policy=policy, **TINY))
@@ -66,10 +67,12 @@ def test_cli_json(tmp_path, capsys):
 
 
 def test_cli_engine_tinytl(tmp_path, capsys):
-    assert main(["finetune", "--policy", "lite+bias", "--engine", "tinytl", "--resolution", "32", "--batch-size",
-                 "4", "--max-steps", "1", "--no-store", "--json"]) == 0
+    assert main(["finetune", "--policy", "lite+bias", "--engine", "tinytl", "--frozen-bits", "8", "--resolution",
+                 "32", "--batch-size", "4", "--max-steps", "1", "--no-store", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["settings"]["engine"] == "tinytl" and out["run_id"] is None and out["measured_peak_bytes"] > 0
+    expected = profile_memory("proxylessnas_mobile", "lite+bias", 32, 4, 10, 8).total_mb
+    assert out["predicted_memory_mb"] == pytest.approx(expected)
 
 
 def _cli(*argv, tmp_path):

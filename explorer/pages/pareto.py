@@ -97,6 +97,10 @@ st.caption(
     f" held-out RMSE {metrics['rmse']:.2%} (predicting the mean: {metrics['mean_rmse']:.2%}), Kendall tau "
     f"{metrics['kendall_tau']:.2f} on {metrics['test_pairs']} held-out pairs.")
 
+if not metrics["rmse"] < metrics["mean_rmse"]:
+    st.warning("This predictor does not beat predicting the mean accuracy on its held-out pairs, so its ranking "
+               "is noise: treat the accuracy axis as a demonstration of the pipeline, not as a forecast.")
+
 c1, c2, c3, c4 = st.columns(4)
 policy = c1.selectbox("Policy", POLICIES, index=POLICIES.index("lite+bias"), key="pareto_policy",
                       format_func=lambda p: f"{p} ({PAPER_NAMES[p]})")

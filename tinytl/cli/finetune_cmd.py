@@ -7,6 +7,7 @@ import sys
 
 from tinytl.cli.common import print_json
 from tinytl.data import DATASETS
+from tinytl.errors import TinyTLError
 from tinytl.models.layers import NORMS
 from tinytl.train.recipe import ENGINES, FinetuneSettings
 
@@ -40,11 +41,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", default=None, help="run store file (default: $TINYTL_HOME/runs.sqlite or the "
                                                  "user data folder)")
     p.add_argument("--no-store", action="store_true", help="do not record the run")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's; use 1 on a busy shared machine)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
     from tqdm import tqdm
 
     from tinytl.train.runner import execute_run, prepare_run
@@ -55,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights, epochs=args.epochs, resolution=args.resolution, batch_size=args.batch_size,
         lr=args.lr, label_smoothing=args.label_smoothing, engine=args.engine, frozen_bits=args.frozen_bits,
         lite_residual=args.lite_residual, norm=args.norm, seed=args.seed, max_steps=args.max_steps)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise TinyTLError(f"threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     store = None if args.no_store else RunStore(args.store)
     prepared = prepare_run(settings)
     with tqdm(total=prepared.total_steps, file=sys.stderr, unit="step", desc=f"finetune {prepared.settings.policy}",

@@ -13,8 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="pretrain the shipped checkpoint on procedural glyphs (slow: CPU minutes)",
                        description=__doc__)
     p.add_argument("--out", default=str(SHIPPED["proxylessnas_mobile"]), help="checkpoint file to write")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)

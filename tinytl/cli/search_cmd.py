@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
           f"{best['memory_mb']:.2f} MB, {best['resolution']} px (policy {out['policy']}, batch {out['batch_size']}, "
           f"{out['classes']} classes; smallest reachable {out['smallest_mb']:.2f} MB)")
     print(f"predictor held-out RMSE {pred.get('rmse', float('nan')):.4f} (predicting the mean: "
-          f"{pred.get('mean_rmse', float('nan')):.4f}), Kendall tau {pred.get('kendall_tau', float('nan')):.3f}")
+          f"{pred.get('mean_rmse', float('nan')):.4f}), Kendall tau {pred.get('kendall_tau', float('nan')):.3f}"
+          + ("" if pred.get("rmse", 1) < pred.get("mean_rmse", 0) else
+             " -- it does not beat predicting the mean: its ranking is noise"))
     print(f"searched {info['evaluated']} distinct candidates in {info['seconds']:.2f} s")
     return 0

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from tinytl.errors import TinyTLError
 from tinytl.models.supernet import smallest_subnet
@@ -155,7 +156,12 @@ def search_subnets(budget_mb: float, predictor: AccuracyPredictor, policy: str =
     if smallest_bytes / 1e6 > budget_mb:
         raise TinyTLError(unreachable_message(budget_mb, smallest_bytes / 1e6, smallest_res))
     started = time.perf_counter()
-    genes, memory, accuracy = evolve(table, predictor, budget_mb, batch_size, frozen_bits, settings, progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 100-row MLP products: extra threads only add sync cost on busy shared cores
+    try:
+        genes, memory, accuracy = evolve(table, predictor, budget_mb, batch_size, frozen_bits, settings, progress)
+    finally:
+        torch.set_num_threads(threads)
     front = [point(genes[i], memory[i], accuracy[i], resolutions) for i in pareto_front(memory, accuracy)]
     return {"budget_mb": budget_mb, "policy": policy, "batch_size": batch_size, "classes": num_classes,
             "frozen_bits": frozen_bits, "resolutions": list(resolutions), "smallest_mb": smallest_bytes / 1e6,

@@ -17,7 +17,7 @@ from tinytl.train.loop import EpochMetrics, TrainHooks, train
 BACKBONE = "proxylessnas_mobile"
 
 
-def pretrain(out: str | Path = SHIPPED[BACKBONE], epochs: int = 2, resolution: int = 32, batch_size: int = 32,
+def pretrain(out: str | Path = SHIPPED[BACKBONE], epochs: int = 1, resolution: int = 64, batch_size: int = 32,
              lr: float = 1e-3, seed: int = 0, threads: int = 1, init: str | Path | None = None,
              log=sys.stderr) -> dict:
     """Train every parameter on glyphs (from scratch, or on from `init`), save compactly (fp16), return metadata.

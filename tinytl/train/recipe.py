@@ -23,7 +23,7 @@ class FinetuneSettings:
     data_root: str | None = None
     weights: str = "shipped"
     epochs: int = 4
-    resolution: int = 32
+    resolution: int = 64
     batch_size: int = 32
     lr: float | None = None
     label_smoothing: float | None = None
