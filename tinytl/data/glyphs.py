@@ -64,18 +64,19 @@ def _draw(label: int, strokes: list[np.ndarray], font_sizes: dict[int, ImageFont
     return _affine(image, rng)
 
 
-def render_glyphs(num_classes: int = 100, per_class: int = 500, seed: int = 0) -> TensorImageDataset:
+def render_glyphs(num_classes: int = 100, per_class: int = 500, seed: int = 0,
+                  low_res: tuple[int, ...] = LOW_RES_CHOICES) -> TensorImageDataset:
     """`per_class` random renderings of each class as 1 x 32 x 32 uint8 images (bright ink, dark ground)."""
-    if not len(LETTERS) < num_classes:
-        raise ValueError(f"glyphs need more than {len(LETTERS)} classes (letters first, then stroke figures)")
-    strokes = _stroke_classes(num_classes - len(LETTERS), seed=1234)  # class layouts never vary with `seed`
+    if num_classes < 2:
+        raise ValueError("glyphs need at least 2 classes (letters first, then stroke figures)")
+    strokes = _stroke_classes(max(num_classes - len(LETTERS), 0), seed=1234)  # class layouts never vary with `seed`
     fonts = {size: ImageFont.load_default(size=size) for size in (46, 54, 62)}
     rng = np.random.default_rng(seed)
     images = np.empty((num_classes * per_class, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     labels = np.repeat(np.arange(num_classes), per_class)
     for i, label in enumerate(labels):
         image = _draw(int(label), strokes, fonts, rng)
-        low = int(rng.choice(LOW_RES_CHOICES))
+        low = int(rng.choice(low_res))
         image = image.resize((low, low), Image.Resampling.BOX).resize((IMAGE_SIZE, IMAGE_SIZE),
                                                                       Image.Resampling.BILINEAR)
         pixels = np.asarray(image, dtype=np.float32)
@@ -83,5 +84,5 @@ def render_glyphs(num_classes: int = 100, per_class: int = 500, seed: int = 0) -
         ground, ink = rng.uniform(0, 0.15), rng.uniform(0.6, 1.0)
         pixels = ground + (ink - ground) * pixels + rng.normal(0, 0.02, size=pixels.shape)
         images[i] = np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8)
-    classes = list(LETTERS) + [f"figure{k}" for k in range(num_classes - len(LETTERS))]
+    classes = list(LETTERS[:num_classes]) + [f"figure{k}" for k in range(num_classes - len(LETTERS))]
     return TensorImageDataset(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels), classes)

@@ -69,7 +69,7 @@ def analyze(trace: ModelTrace, policy: Policy, batch_size: int = 8, frozen_bits:
             residual_bytes=residual, live_bytes=live))
     n_train = sum(trace.param_numels[p] for p in trainable)
     n_frozen = trace.num_params - n_train
-    bits = frozen_bits if spec.quantizes_frozen else 32
+    bits = spec.frozen_storage_bits(frozen_bits)
     return MemoryReport(
         view=view, backbone=trace.backbone, policy=policy_label(policy), resolution=trace.resolution,
         batch_size=batch_size, num_classes=trace.num_classes, norm=trace.norm,

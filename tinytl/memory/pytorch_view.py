@@ -129,7 +129,7 @@ PYTORCH = register_view(View(
     name="pytorch", title="stock PyTorch autograd",
     rules={"conv": _conv, "linear": _linear, "norm": _norm, "relu": _activation, "act": _activation,
            "dropout": _dropout, "other": _other},
-    quantizes_frozen=False,
+    frozen_storage_bits=lambda bits: 32,
     description="What stock PyTorch autograd keeps: a conv keeps its input whenever anything about it needs a "
                 "gradient (bias-only training included), norms keep their input and statistics, in-place "
                 "ReLU6 keeps a copy of its input; shared storages count once."))

@@ -58,7 +58,7 @@ class View:
     name: str
     title: str
     rules: dict[str, Rule]
-    quantizes_frozen: bool  # frozen weights stored at --frozen-bits (else 32-bit)
+    frozen_storage_bits: Callable[[int], int]  # requested --frozen-bits -> bits a frozen parameter really takes
     description: str
 
     def cost(self, layer: LayerRecord, grads: LayerGrads, ctx: ViewContext) -> LayerCost:
@@ -98,7 +98,7 @@ PAPER = View(
     name="paper", title="paper (TinyTL profiler)",
     rules={"conv": _paper_conv, "linear": _paper_linear, "norm": _paper_norm, "relu": _paper_relu,
            "act": _paper_act},
-    quantizes_frozen=True,
+    frozen_storage_bits=lambda bits: bits,
     description="The released TinyTL profiler's theory: a layer keeps its input only if its weight "
                 "trains, ReLU keeps a 1-bit mask, norms with a frozen scale keep nothing.")
 
