@@ -12,3 +12,12 @@ def proxyless_trace():
     from tinytl.memory import cached_trace
 
     return cached_trace("proxylessnas_mobile", 224, 102, True, "gn")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors on a shared 2-core machine run fastest on one thread (use via pytest.mark.usefixtures)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

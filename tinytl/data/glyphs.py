@@ -1,9 +1,9 @@
 """Procedural glyphs: the offline *source* task the shipped checkpoint is pretrained on.
 
-Classes are the 52 Latin letters drawn with Pillow's bundled font plus random stroke figures (quadratic
-Bezier strokes with a fixed per-class layout); each sample is randomly warped, thickened and often
-rendered at low resolution, so the network learns strokes and edges. No digit is ever drawn.
-"""
+Classes are Latin letters drawn with Pillow's bundled font (upper case first; by default the 26 upper-case
+ones), then, past 52 classes, random stroke figures (quadratic Bezier strokes in a fixed per-class layout).
+Each sample is randomly warped, thickened and often rendered at low resolution, so the network learns
+strokes and edges. No digit is ever drawn."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tinytl.data.tensor_dataset import TensorImageDataset
 CANVAS = 64
 IMAGE_SIZE = 32
 LETTERS = string.ascii_uppercase + string.ascii_lowercase
-LOW_RES_CHOICES = (8, 8, 12, 16, 32)
+LOW_RES_CHOICES = (16, 32)
 
 
 def _stroke_classes(count: int, seed: int) -> list[np.ndarray]:
@@ -34,14 +34,14 @@ def _bezier(points: np.ndarray, steps: int = 16) -> list[tuple[float, float]]:
     return [(float(x) * CANVAS, float(y) * CANVAS) for x, y in curve]
 
 
-def _affine(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Random rotation, shear, scale and shift about the canvas centre."""
-    angle = math.radians(rng.uniform(-15, 15))
-    shear, scale = rng.uniform(-0.25, 0.25), rng.uniform(0.75, 1.1)
+def _affine(image: Image.Image, rng: np.random.Generator, warp: float) -> Image.Image:
+    """Random rotation, shear, scale and shift about the canvas centre; `warp` scales every range (0: none)."""
+    angle = math.radians(rng.uniform(-15, 15) * warp)
+    shear, scale = rng.uniform(-0.25, 0.25) * warp, 1 + rng.uniform(-0.25, 0.1) * warp
     a, b = math.cos(angle) / scale, math.sin(angle) / scale + shear
     c, d = -math.sin(angle) / scale, math.cos(angle) / scale
     cx = cy = CANVAS / 2
-    tx, ty = rng.uniform(-5, 5, size=2)
+    tx, ty = rng.uniform(-5, 5, size=2) * warp
     # PIL maps output -> input: x_in = a*x + b*y + e
     e = cx - a * (cx + tx) - b * (cy + ty)
     f = cy - c * (cx + tx) - d * (cy + ty)
@@ -49,7 +49,7 @@ def _affine(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 def _draw(label: int, strokes: list[np.ndarray], font_sizes: dict[int, ImageFont.FreeTypeFont],
-          rng: np.random.Generator) -> Image.Image:
+          rng: np.random.Generator, warp: float) -> Image.Image:
     image = Image.new("L", (CANVAS, CANVAS), 0)
     draw = ImageDraw.Draw(image)
     if label < len(LETTERS):
@@ -61,11 +61,11 @@ def _draw(label: int, strokes: list[np.ndarray], font_sizes: dict[int, ImageFont
         for stroke in strokes[label - len(LETTERS)]:
             jittered = stroke + rng.normal(0, 0.03, size=stroke.shape)
             draw.line(_bezier(jittered), fill=255, width=width, joint="curve")
-    return _affine(image, rng)
+    return _affine(image, rng, warp)
 
 
-def render_glyphs(num_classes: int = 100, per_class: int = 500, seed: int = 0,
-                  low_res: tuple[int, ...] = LOW_RES_CHOICES) -> TensorImageDataset:
+def render_glyphs(num_classes: int = 26, per_class: int = 1500, seed: int = 0,
+                  low_res: tuple[int, ...] = LOW_RES_CHOICES, warp: float = 0.5) -> TensorImageDataset:
     """`per_class` random renderings of each class as 1 x 32 x 32 uint8 images (bright ink, dark ground)."""
     if num_classes < 2:
         raise ValueError("glyphs need at least 2 classes (letters first, then stroke figures)")
@@ -75,7 +75,7 @@ def render_glyphs(num_classes: int = 100, per_class: int = 500, seed: int = 0,
     images = np.empty((num_classes * per_class, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     labels = np.repeat(np.arange(num_classes), per_class)
     for i, label in enumerate(labels):
-        image = _draw(int(label), strokes, fonts, rng)
+        image = _draw(int(label), strokes, fonts, rng, warp)
         low = int(rng.choice(low_res))
         image = image.resize((low, low), Image.Resampling.BOX).resize((IMAGE_SIZE, IMAGE_SIZE),
                                                                       Image.Resampling.BILINEAR)

@@ -42,7 +42,7 @@ class DataBundle:
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     # digits are 8x8 strokes: a mild crop, no flip (a mirrored 3 is no digit), a short run's higher LR
     DatasetSpec("digits", lr=3e-3, label_smoothing=0.1, crop_scale=(0.6, 1.0), flip=False, jitter=0.2),
-    DatasetSpec("glyphs", lr=2e-3, label_smoothing=0.1, crop_scale=(0.6, 1.0), flip=False, jitter=0.2),
+    DatasetSpec("glyphs", lr=1e-3, label_smoothing=0.1, crop_scale=(0.8, 1.0), flip=False, jitter=0.2),
     DatasetSpec("flowers102", lr=2e-4, label_smoothing=0.7, folder="flowers-102"),
     DatasetSpec("oxford_pets", lr=0.5e-4, label_smoothing=0.7, folder="oxford-iiit-pet"),
     DatasetSpec("fgvc_aircraft", lr=16e-4, label_smoothing=0.7, folder="fgvc-aircraft-2013b"),
@@ -104,7 +104,7 @@ def load_dataset(name: str, resolution: int, data_root: str | None = None, seed:
         else:
             from tinytl.data.glyphs import render_glyphs
 
-            train, test = render_glyphs(seed=seed), render_glyphs(per_class=50, seed=seed + 1)
+            train, test = render_glyphs(seed=seed), render_glyphs(per_class=100, seed=seed + 1)
         return DataBundle(spec, train.with_transform(train_tf), test.with_transform(test_tf), train.classes)
     if not data_root:
         raise TinyTLError(f"dataset {name!r} is read from local files: pass --data-root DIR "
