@@ -13,7 +13,7 @@ import time
 import torch
 
 from tinytl.policies import POLICIES
-from tinytl.train.recipe import FinetuneSettings
+from tinytl.train.recipe import ENGINES, FinetuneSettings
 from tinytl.train.runner import execute_run, prepare_run
 
 RANDOM_INIT_POLICIES = ("lite+bias", "full")
@@ -35,17 +35,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--engine", choices=ENGINES, default=defaults.engine)
+    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated, shipped checkpoint")
+    parser.add_argument("--no-random-init", dest="random_init", action="store_false")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [(p, "shipped") for p in POLICIES] + [(p, "none") for p in RANDOM_INIT_POLICIES]
+    rows = [(p, "shipped") for p in args.policies.split(",")]
+    rows += [(p, "none") for p in RANDOM_INIT_POLICIES] if args.random_init else []
     print(f"digits, {args.epochs} epochs, {args.resolution}px, batch {args.batch_size}, seed {args.seed}, "
-          f"{args.threads} threads, load average at start {os.getloadavg()[0]:.1f}\n")
+          f"engine {args.engine}, {args.threads} threads, load average at start {os.getloadavg()[0]:.1f}\n")
     print("| policy | weights | test accuracy | measured peak MB | saved activations MB | predicted MB (paper) "
           "| predicted MB (pytorch view) | train s | wall s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for policy, weights in rows:
         s = measure(FinetuneSettings(policy=policy, weights=weights, epochs=args.epochs, resolution=args.resolution,
-                                     batch_size=args.batch_size, seed=args.seed))
+                                     batch_size=args.batch_size, seed=args.seed, engine=args.engine))
         by_view = s["predicted_memory_mb_by_view"]
         print(f"| {policy} | {'shipped checkpoint' if weights == 'shipped' else 'random init'} "
               f"| {s['final_accuracy']:.3f} | {s['measured_peak_bytes'] / 1e6:.1f} "

@@ -1,5 +1,6 @@
-"""Accuracy predictor: one-hot features, 80/20 held-out metrics, beats the mean, save/load."""
+"""Accuracy predictor: one-hot features, 80/20 held-out metrics, beats the mean, save/load, the shipped one."""
 
+import json
 import random
 
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 
 from tinytl import TinyTLError
 from tinytl.models.supernet import parse_subnet, sample_subnet
-from tinytl.search.predictor import features, load_predictor, pairs_to_arrays, save_predictor, train_predictor
+from tinytl.search.predictor import (DEFAULT_PREDICTOR, features, load_predictor, pairs_to_arrays, save_predictor,
+                                     train_predictor)
 from tinytl.search.space import encode
 
 
@@ -53,3 +55,16 @@ def test_predictor_refuses_unknown_resolutions_and_few_pairs():
     with pytest.raises(TinyTLError, match="at least 5"):
         train_predictor(synthetic_pairs(3))
 
+
+
+def test_shipped_predictor_beats_the_mean_and_its_metrics_reproduce():
+    """The shipped predictor's recorded held-out metrics beat the mean and follow from the shipped pairs."""
+    shipped = load_predictor()
+    m = shipped.metrics
+    assert m["rmse"] < m["mean_rmse"] and m["kendall_tau"] > 0
+    pairs = json.loads((DEFAULT_PREDICTOR.parent / "supernet_pairs.json").read_text())["pairs"]
+    assert m["train_pairs"] + m["test_pairs"] == len(pairs) == shipped.provenance["pairs"]
+    again = train_predictor(pairs, seed=m["seed"], epochs=m["epochs"]).metrics
+    assert again["rmse"] == pytest.approx(m["rmse"], rel=1e-3)
+    assert again["mean_rmse"] == pytest.approx(m["mean_rmse"], rel=1e-6)
+    assert again["kendall_tau"] == pytest.approx(m["kendall_tau"], abs=1e-6)

@@ -85,6 +85,7 @@ def test_settings_validation(change, needle):
         FinetuneSettings(**change).validate()
 
 
+@pytest.mark.slow
 def test_measure_step_last_saves_less_than_full():
     model = build_model("proxylessnas_mobile", 10)
     x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])

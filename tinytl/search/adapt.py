@@ -18,9 +18,10 @@ from torch.utils.data import DataLoader
 
 from tinytl.data import load_dataset
 from tinytl.errors import TinyTLError
-from tinytl.models.supernet import DEFAULT_CHECKPOINT, ProxylessSuperNet, load_supernet, sample_subnet
+from tinytl.models.supernet import (DEFAULT_CHECKPOINT, ProxylessSuperNet, largest_subnet, load_supernet, sample_subnet,
+                                    smallest_subnet)
 from tinytl.policies import trainable_names
-from tinytl.train.loop import TrainHooks, train
+from tinytl.train.loop import TrainHooks, evaluate, train
 
 DEFAULT_ADAPTED = DEFAULT_CHECKPOINT.with_name("supernet_digits_fa.pt")
 POLICY = "lite+bias"
@@ -42,14 +43,22 @@ def adapt_supernet(supernet: ProxylessSuperNet, dataset: str = "digits", resolut
             print(f"adapt step {step}/{total} loss {loss:.3f} {time.time() - started:.0f}s", file=log, flush=True)
 
     hooks = TrainHooks(before_step=lambda step, model: model.set_active(sample_subnet(rng)), after_step=after_step)
+    test_loader = DataLoader(data.test, 256)
     result = train(supernet, DataLoader(data.train, batch_size, shuffle=True,
                                         generator=torch.Generator().manual_seed(seed)),
-                   DataLoader(data.test, 256), POLICY, epochs=epochs, lr=lr or data.spec.lr,
+                   test_loader, POLICY, epochs=epochs, lr=lr or data.spec.lr,
                    label_smoothing=data.spec.label_smoothing, measure_memory=False, hooks=hooks)
+    accuracy = {}
+    for name, config in (("largest", largest_subnet()), ("smallest", smallest_subnet())):
+        supernet.set_active(config)
+        accuracy[name] = evaluate(supernet, test_loader)[1]
+    supernet.set_active(largest_subnet())
+    print(f"adapted: {dataset} test accuracy largest {accuracy['largest']:.3f} smallest {accuracy['smallest']:.3f}",
+          file=log, flush=True)
     return {"dataset": dataset, "classes": data.num_classes, "resolution": resolution, "epochs": epochs,
             "batch_size": batch_size, "lr": lr or data.spec.lr, "policy": POLICY, "seed": seed,
             "train_images": len(data.train), "train_seconds": round(result.train_seconds, 1),
-            "history": [m.to_dict() for m in result.history], "made_by": "tinytl.search.adapt"}
+            "test_accuracy": accuracy, "history": [m.to_dict() for m in result.history], "made_by": "tinytl.search.adapt"}
 
 
 def save_adapted(supernet: ProxylessSuperNet, path: str | Path, base: str | Path, meta: dict) -> int:
@@ -83,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--resolution", type=int, default=48)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=None, help="default: the dataset's fine-tune learning rate")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     classes = load_dataset(args.dataset, args.resolution).num_classes
     supernet = load_supernet(args.supernet, classes)
-    meta = adapt_supernet(supernet, args.dataset, args.resolution, args.epochs)
+    meta = adapt_supernet(supernet, args.dataset, args.resolution, args.epochs, lr=args.lr)
     size = save_adapted(supernet, args.out, args.supernet, meta)
     print(f"saved {args.out} ({size / 1e6:.1f} MB)", file=sys.stderr)
     return 0
