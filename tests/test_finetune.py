@@ -75,6 +75,17 @@ def test_cli_engine_tinytl(tmp_path, capsys):
     assert out["predicted_memory_mb"] == pytest.approx(expected)
 
 
+def test_cli_subnet_runs_and_is_recorded(tmp_path, capsys):
+    subnet = {"d": [2] * 5, "e": [3] * 20, "ks": [3] * 20}
+    store = tmp_path / "runs.sqlite"
+    assert main(["finetune", "--backbone", "supernet", "--subnet", json.dumps(subnet), "--resolution", "32",
+                 "--batch-size", "8", "--max-steps", "2", "--store", str(store), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["history"][0]["steps"] == 2
+    record = RunStore(store).get_run(out["run_id"])
+    assert record["status"] == "done" and record["settings"]["subnet"]["d"] == [2] * 5
+
+
 def _cli(*argv, tmp_path):
     return subprocess.run([sys.executable, "-m", "tinytl", "finetune", "--store", str(tmp_path / "r.sqlite"),
                            "--max-steps", "1", *argv], capture_output=True, text=True)

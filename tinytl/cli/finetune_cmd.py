@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from tinytl.cli.common import print_json
@@ -43,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-store", action="store_true", help="do not record the run")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's; use 1 on a busy shared machine)")
+    p.add_argument("--subnet", default=None, metavar="JSON",
+                   help="with --backbone supernet: fine-tune this sub-net, extracted from the adapted super-net")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -64,14 +67,18 @@ def run(args: argparse.Namespace) -> int:
             raise TinyTLError(f"threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     store = None if args.no_store else RunStore(args.store)
-    prepared = prepare_run(settings)
+    run_id = None
+    if args.subnet is not None:
+        prepared, run_id = _prepare_subnet(args, store)
+    else:
+        prepared = prepare_run(settings)
     with tqdm(total=prepared.total_steps, file=sys.stderr, unit="step", desc=f"finetune {prepared.settings.policy}",
               leave=False) as bar:
         def progress(step: int, total: int, loss: float) -> None:
             bar.update(step - bar.n)
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
-        summary = execute_run(prepared, store, progress=progress)
+        summary = execute_run(prepared, store, run_id, progress=progress)
     if args.json:
         print_json(summary)
         return 0
@@ -86,3 +93,20 @@ def run(args: argparse.Namespace) -> int:
           f"{summary['saved_activation_bytes'] / 1e6:.1f} MB (one step, batch {prepared.settings.batch_size}); "
           f"predicted (paper view) {summary['predicted_memory_mb']:.1f} MB")
     return 0
+
+
+def _prepare_subnet(args: argparse.Namespace, store):
+    """A sub-net run (weights inherited from the adapted super-net), recorded with its sub-net in the store."""
+    from tinytl.models.supernet import parse_subnet
+    from tinytl.search.runs import prepare_subnet_run
+
+    if args.backbone != "supernet":
+        raise TinyTLError(f"--subnet applies only to --backbone supernet, not {args.backbone!r}")
+    config = parse_subnet(args.subnet)
+    prepared = prepare_subnet_run(config, args.resolution, args.epochs, args.batch_size, args.policy, args.dataset,
+                                  seed=args.seed)
+    prepared.settings = dataclasses.replace(prepared.settings, max_steps=args.max_steps)
+    run_id = None
+    if store is not None:
+        run_id = store.create_run({**prepared.settings.to_dict(), "subnet": config.to_dict()}, prepared.total_steps)
+    return prepared, run_id
