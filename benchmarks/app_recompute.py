@@ -18,7 +18,7 @@ import torch
 
 from explorer import charts, frames
 from explorer.compute import full_reference, price, variants
-from tinytl.devices import DEVICES, custom_device, total_at_batch
+from tinytl.devices import DEVICES, custom_device
 from tinytl.memory import cached_trace
 from tinytl.policies import POLICIES
 
@@ -31,7 +31,7 @@ def recompute(trace, policy: str, batch: int, bits: int) -> None:
     reports = {v: price(trace, policy, batch, bits, v) for v in views}
     model_key = (trace.backbone, trace.resolution, trace.num_classes, trace.lite_residual, trace.norm)
     for v in views:
-        total_at_batch(full_reference(model_key, bits, v.key), batch)
+        full_reference(model_key, bits, v.key).total_at_batch(batch)
     first = reports[views[0]]
     table = frames.layer_frame(first)
     charts.layer_chart(table, first.peak_index, views[0].color, "bench")

@@ -64,7 +64,9 @@ def price(trace: ModelTrace, policy: str, batch_size: int, frozen_bits: int, var
 
 @st.cache_resource(max_entries=256, show_spinner=False)
 def full_reference(model_key: tuple, frozen_bits: int, variant_key: str) -> MemoryReport:
-    """`full` fine-tuning of a model setting at batch 1, the baseline of every saving (any batch: total_at_batch)."""
+    """`full` fine-tuning of a model setting at batch 1: the baseline of every saving.
+
+    Any batch follows exactly from it with `MemoryReport.total_at_batch`."""
     variant = next(v for v in variants() if v.key == variant_key)
     return price(model_trace(*model_key), "full", 1, frozen_bits, variant)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tinytl.devices import DEVICES, KIB, MIB, check_budget, custom_device, largest_batch, total_at_batch, verdict
+from tinytl.devices import DEVICES, KIB, MIB, check_budget, custom_device, largest_batch, verdict
 from tinytl.errors import TinyTLError
 from tinytl.memory import VIEWS, analyze
 from tinytl.policies import POLICIES
@@ -36,9 +36,9 @@ def test_custom_budget_is_decimal_mb_and_positive():
 @pytest.mark.parametrize("policy", ["full", "bias", "lite+bias"])
 def test_total_at_batch_equals_a_fresh_analysis(proxyless_trace, view, policy):
     report = analyze(proxyless_trace, policy, 8, 8, view)
-    assert total_at_batch(report, 8) == report.total_bytes
+    assert report.total_at_batch(8) == report.total_bytes
     for batch in (1, 3, 17, 256):
-        assert total_at_batch(report, batch) == analyze(proxyless_trace, policy, batch, 8, view).total_bytes
+        assert report.total_at_batch(batch) == analyze(proxyless_trace, policy, batch, 8, view).total_bytes
 
 
 @pytest.mark.parametrize("view", list(VIEWS))

@@ -58,32 +58,12 @@ def verdict(total_bytes: int, budget_bytes: int) -> str:
     return "tight" if total_bytes > (1 - TIGHT_MARGIN) * budget_bytes else "fits"
 
 
-def _batch_lines(report: MemoryReport) -> list[tuple[int, int]]:
-    """Per layer (bytes per sample, fixed bytes): the layer's live memory is batch * a + f.
-
-    This unpicks the shared peak arithmetic of `tinytl.memory.analysis.analyze` (every view uses it),
-    so total(batch) = max over layers of (batch * a + f) + parameter bytes, exactly, for any view.
-    """
-    lines, stored, fixed = [], 0, 0
-    for row in report.layers:
-        lines.append((row.tmp_bytes + stored + row.residual_bytes, fixed))
-        stored += row.stored_bytes
-        fixed += row.fixed_bytes
-    return lines
-
-
-def total_at_batch(report: MemoryReport, batch_size: int) -> int:
-    """Total training bytes of the report's setting at another batch size (same view, policy, model)."""
-    peak = max((batch_size * a + f for a, f in _batch_lines(report)), default=0)
-    return max(peak, 0) + report.param_bytes
-
-
 def largest_batch(report: MemoryReport, budget_bytes: int) -> int:
     """The largest batch size whose total fits `budget_bytes` (0 when not even batch 1 fits)."""
-    if total_at_batch(report, 1) > budget_bytes:
+    if report.total_at_batch(1) > budget_bytes:
         return 0
     room = budget_bytes - report.param_bytes
-    return min((room - f) // a for a, f in _batch_lines(report) if a > 0)
+    return min((room - f) // a for a, f in report.batch_lines() if a > 0)
 
 
 @dataclass(frozen=True)

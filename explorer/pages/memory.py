@@ -7,7 +7,7 @@ import streamlit as st
 from explorer import charts, frames
 from explorer.compute import full_reference, guarded, model_trace, price, variants
 from explorer.controls import sidebar_settings, url_choice
-from tinytl.devices import DEVICES, TIGHT_MARGIN, custom_device, total_at_batch
+from tinytl.devices import DEVICES, TIGHT_MARGIN, custom_device
 
 VERDICT_STYLE = {"fits": "background-color: #D8F0D2", "tight": "background-color: #FCEBC2",
                  "does not fit": "background-color: #F8D0CF"}
@@ -29,7 +29,7 @@ if not reports:
 st.subheader(f"{settings.backbone} · {reports[views[0]].policy} · {settings.resolution} px · "
              f"batch {settings.batch_size}")
 for column, (v, report) in zip(st.columns(len(views)), reports.items()):
-    full = total_at_batch(full_reference(settings.model_key, settings.frozen_bits, v.key), settings.batch_size)
+    full = full_reference(settings.model_key, settings.frozen_bits, v.key).total_at_batch(settings.batch_size)
     column.metric(v.title, f"{report.total_mb:.2f} MB", delta=f"{(report.total_bytes / full - 1) * 100:+.1f}% vs full",
                   delta_color="inverse", help=v.description, border=True)
     column.caption(f"activations {report.activation_mb:.2f} MB (peak at `{report.peak_layer}`) + parameters "

@@ -6,7 +6,7 @@ import re
 from functools import lru_cache
 
 from tinytl.errors import TinyTLError
-from tinytl.memory.report import LayerRow, MemoryReport
+from tinytl.memory.report import LayerRow, MemoryReport, live_lines
 from tinytl.memory.views import ACT_BYTES, LayerGrads, ViewContext, get_view
 from tinytl.memory.walk import ModelTrace, trace_backbone
 from tinytl.models.supernet import parse_subnet
@@ -47,26 +47,23 @@ def analyze(trace: ModelTrace, policy: Policy, batch_size: int = 8, frozen_bits:
             trains_mask |= 1 << layer.index
     ctx = ViewContext(any_backward=any(not (p == head or p.startswith(head + ".")) for p in trainable),
                       norm=trace.norm, options=options)
-    rows: list[LayerRow] = []
-    stored_so_far = fixed_so_far = 0
-    peak_bytes, peak_index = -1, 0
+    costs = []
     for layer in trace.layers:
         own = {p.rsplit(".", 1)[-1] for p in layer.params if p in trainable}
         grads = LayerGrads(weight="weight" in own, bias="bias" in own,
                            input=bool(layer.ancestors & trains_mask))
-        cost = spec.cost(layer, grads, ctx)
-        residual = ACT_BYTES * layer.residual_numel
-        live = batch_size * (cost.tmp + stored_so_far + residual) + fixed_so_far
-        if live > peak_bytes:
-            peak_bytes, peak_index = live, layer.index
-        stored_so_far += cost.stored
-        fixed_so_far += cost.fixed
-        rows.append(LayerRow(
-            index=layer.index, name=layer.name, type=layer.type, kind=layer.kind, group=layer_group(layer.name),
-            output_shape=layer.output_shape[1:], params=layer.num_params,
-            trainable_params=sum(n for p, n in layer.params.items() if p in trainable),
-            stored_bytes=cost.stored, tmp_bytes=cost.tmp, fixed_bytes=cost.fixed,
-            residual_bytes=residual, live_bytes=live))
+        costs.append(spec.cost(layer, grads, ctx))
+    residuals = [ACT_BYTES * layer.residual_numel for layer in trace.layers]
+    lines = live_lines((c.tmp, c.stored, c.fixed, r) for c, r in zip(costs, residuals))
+    live = [batch_size * a + f for a, f in lines]
+    peak_index = max(range(len(live)), key=live.__getitem__, default=0)
+    rows = [LayerRow(
+        index=layer.index, name=layer.name, type=layer.type, kind=layer.kind, group=layer_group(layer.name),
+        output_shape=layer.output_shape[1:], params=layer.num_params,
+        trainable_params=sum(n for p, n in layer.params.items() if p in trainable),
+        stored_bytes=cost.stored, tmp_bytes=cost.tmp, fixed_bytes=cost.fixed, residual_bytes=residual,
+        live_bytes=live_bytes)
+        for layer, cost, residual, live_bytes in zip(trace.layers, costs, residuals, live)]
     n_train = sum(trace.param_numels[p] for p in trainable)
     n_frozen = trace.num_params - n_train
     bits = spec.frozen_storage_bits(frozen_bits)
@@ -74,7 +71,7 @@ def analyze(trace: ModelTrace, policy: Policy, batch_size: int = 8, frozen_bits:
         view=view, backbone=trace.backbone, policy=policy_label(policy), resolution=trace.resolution,
         batch_size=batch_size, num_classes=trace.num_classes, norm=trace.norm,
         lite_residual=trace.lite_residual, frozen_bits=bits, layers=tuple(rows), peak_index=peak_index,
-        peak_activation_bytes=max(peak_bytes, 0), trainable_param_bytes=4 * n_train,
+        peak_activation_bytes=live[peak_index] if live else 0, trainable_param_bytes=4 * n_train,
         frozen_param_bytes=n_frozen * bits // 8, buffer_bytes=4 * trace.buffer_numel,
         num_params=trace.num_params, num_trainable_params=n_train, options=tuple(sorted(options.items())))
 

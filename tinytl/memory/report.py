@@ -6,9 +6,26 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import pandas as pd
 
 MB = 1e6  # decimal megabytes, as the paper reports
+
+
+def live_lines(costs: "Iterable[tuple[int, int, int, int]]") -> list[tuple[int, int]]:
+    """Memory live while each layer runs, as (bytes per sample a, fixed bytes f): live(batch) = batch * a + f.
+
+    `costs` are per layer (tmp, stored, fixed, residual) in forward order: a layer runs with its transient,
+    everything stored by earlier layers, and the input of an enclosing residual block alive. The one place
+    the peak arithmetic lives (every view and every batch size uses it).
+    """
+    lines, stored_so_far, fixed_so_far = [], 0, 0
+    for tmp, stored, fixed, residual in costs:
+        lines.append((tmp + stored_so_far + residual, fixed_so_far))
+        stored_so_far += stored
+        fixed_so_far += fixed
+    return lines
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,15 @@ class MemoryReport:
     @property
     def activation_mb(self) -> float:
         return self.peak_activation_bytes / MB
+
+    def batch_lines(self) -> list[tuple[int, int]]:
+        """Per layer (bytes per sample, fixed bytes) so that its live memory at batch b is b * a + f."""
+        return live_lines((r.tmp_bytes, r.stored_bytes, r.fixed_bytes, r.residual_bytes) for r in self.layers)
+
+    def total_at_batch(self, batch_size: int) -> int:
+        """Total training bytes of this setting at another batch size (same view, policy, model), exactly."""
+        peak = max((batch_size * a + f for a, f in self.batch_lines()), default=0)
+        return peak + self.param_bytes
 
     def to_frame(self) -> "pd.DataFrame":
         """Per-layer table (one row per leaf-layer call)."""
