@@ -1,5 +1,7 @@
 """The paper view reproduces TinyTL's Table 2 from the released profiler's rules."""
 
+import json
+
 import pytest
 import torch
 
@@ -128,3 +130,10 @@ def test_macs_with_fvcore():
 
     macs = count_macs("proxylessnas_mobile", 224, 1000, lite_residual=False, norm="bn")
     assert 290e6 < macs < 330e6  # ProxylessNAS-Mobile: about 320M MACs
+
+
+def test_macs_follow_the_subnet():
+    from tinytl.memory.flops import count_macs
+
+    small = {"d": [2] * 5, "e": [3] * 20, "ks": [3] * 20}
+    assert count_macs("supernet", 64, 10, subnet=json.dumps(small)) < count_macs("supernet", 64, 10)

@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
         out["subnet"] = json.loads(args.subnet)
     if args.flops:
         from tinytl.memory.flops import count_macs
-        out["macs"] = count_macs(args.backbone, args.resolution, args.classes, args.lite_residual, args.norm)
+        extra = {"subnet": args.subnet} if args.subnet is not None else {}
+        out["macs"] = count_macs(args.backbone, args.resolution, args.classes, args.lite_residual, args.norm,
+                                 **extra)
     if args.json:
         print_json(out)
         return 0

@@ -12,12 +12,12 @@ MAC_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum")
 
 
 def count_macs(backbone: str, resolution: int = 224, num_classes: int = 1000, lite_residual: bool = True,
-               norm: str = "gn") -> int:
+               norm: str = "gn", **options) -> int:
     """MACs of one forward at batch 1 in conv and matrix products (fvcore counts one per multiply-add)."""
     from fvcore.nn import FlopCountAnalysis
 
     check_resolution(resolution)
-    model = build_model(backbone, num_classes, lite_residual=lite_residual, norm=norm).eval()
+    model = build_model(backbone, num_classes, lite_residual=lite_residual, norm=norm, **options).eval()
     with torch.no_grad():
         analysis = FlopCountAnalysis(model, torch.zeros(1, 3, resolution, resolution))
         analysis.unsupported_ops_warnings(False)
