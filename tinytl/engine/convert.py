@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from tinytl.engine.functional import RecomputeFn
 from tinytl.engine.modules import ENGINE_CLASSES, EngineModule
 from tinytl.engine.quantize import check_quant_bits, dequantize_weight, quantize_frozen_weight
 from tinytl.errors import TinyTLError
-from tinytl.models.proxylessnas import MBBlock
-from tinytl.models.torchvision_backbones import InvertedResidualV2, InvertedResidualV3, LiteResidualBlock
+from tinytl.models.registry import BLOCK_TYPES
 
 ENGINE_MODES = ("exact", "recompute")
 # Units the recompute mode re-runs: the outermost of these in the module tree.
-RECOMPUTE_BLOCKS: tuple[type[nn.Module], ...] = (MBBlock, LiteResidualBlock, InvertedResidualV2,
-                                                 InvertedResidualV3, BasicBlock, Bottleneck)
+RECOMPUTE_BLOCKS = BLOCK_TYPES
 _RECOMPUTE_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -21,8 +20,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from tinytl.errors import TinyTLError
+from tinytl.engine import convert_model
 from tinytl.memory.analysis import analyze, cached_trace
 from tinytl.memory.views import VIEWS
+from tinytl.memory.walk import leaf_modules
 from tinytl.models import build_model
 from tinytl.policies import Policy, apply_policy
 
@@ -36,10 +37,6 @@ def _storage_key(t: torch.Tensor) -> int:
 
 def _model_storages(model: nn.Module) -> set[int]:
     return {_storage_key(t) for t in (*model.parameters(), *model.buffers())}
-
-
-def _leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
 
 
 class SavedTensorCounter:
@@ -83,7 +80,7 @@ class SavedTensorCounter:
 
     def __enter__(self) -> SavedTensorCounter:
         self._excluded = _model_storages(self.model)
-        for name, module in _leaf_modules(self.model):
+        for name, module in leaf_modules(self.model):
             self._handles.append(module.register_forward_pre_hook(lambda m, a, n=name: self._enter_layer(n)))
             self._handles.append(module.register_forward_hook(lambda m, a, o: self._leave_layer()))
         self._hooks.__enter__()
@@ -250,14 +247,6 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
     return worst
 
 
-def _engine_converter() -> Callable[..., nn.Module]:
-    try:
-        from tinytl.engine import convert_model
-    except ImportError as err:
-        raise TinyTLError(f"the training engine (tinytl.engine) is not available: {err}") from None
-    return convert_model
-
-
 def compare_engines(backbone: str, policy: Policy, resolution: int = 224, batch_size: int = 8,
                     num_classes: int = 102, norm: str = "gn", lite_residual: bool = True,
                     engine_modes: tuple[str, ...] = ("exact",), device: str = "cpu", seed: int = 0,
@@ -266,7 +255,6 @@ def compare_engines(backbone: str, policy: Policy, resolution: int = 224, batch_
     dev = check_device(device)
     trace = cached_trace(backbone, resolution, num_classes, lite_residual, norm, **model_options)
     predicted_stock = analyze(trace, policy, batch_size, view="pytorch", device=dev.type)
-    convert_model = _engine_converter()
     torch.manual_seed(seed)
     base = build_model(backbone, num_classes, lite_residual=lite_residual, norm=norm, **model_options)
     gen = torch.Generator().manual_seed(seed)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tinytl.engine.convert import RECOMPUTE_BLOCKS
 from tinytl.errors import TinyTLError
 from tinytl.models import build_model
+from tinytl.models.registry import BLOCK_TYPES
 from tinytl.models.torchvision_backbones import RESNET_BLOCKS, InvertedResidualV2, InvertedResidualV3
 from tinytl.policies import NORM_TYPES
 
@@ -93,7 +93,8 @@ def _storage_id(t: torch.Tensor | None) -> int:
     return t.untyped_storage()._cdata if t is not None else -1
 
 
-def _leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every module without children: the layers the views price and the counters attribute to."""
     return [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
 
 
@@ -181,14 +182,14 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
         state["residual"], state["block"] = 0, ""
 
     handles = []
-    for name, module in _leaf_modules(model):
+    for name, module in leaf_modules(model):
         handles.append(module.register_forward_pre_hook(lambda m, a, n=name: pre_hook(m, a, n)))
         handles.append(module.register_forward_hook(lambda m, a, o, n=name: post_hook(m, a, o, n)))
     for name, module in model.named_modules():
         if name and has_identity_shortcut(module):
             handles.append(module.register_forward_pre_hook(lambda m, a, n=name: block_pre(m, a, n)))
             handles.append(module.register_forward_hook(lambda m, a, o, n=name: block_post(m, a, o, n)))
-        if name and isinstance(module, RECOMPUTE_BLOCKS):
+        if name and isinstance(module, BLOCK_TYPES):
             handles.append(module.register_forward_pre_hook(lambda m, a, n=name: rblock_pre(m, a, n)))
             handles.append(module.register_forward_hook(lambda m, a, o, n=name: rblock_post(m, a, o, n)))
     device = next(model.parameters()).device

@@ -10,10 +10,14 @@ from torch import nn
 
 from tinytl.errors import TinyTLError
 from tinytl.models.layers import NORMS, LiteResidual
-from tinytl.models.proxylessnas import ProxylessNASMobile
+from tinytl.models.proxylessnas import MBBlock, ProxylessNASMobile
 from tinytl.models import torchvision_backbones as tvb
 
 Builder = Callable[..., nn.Module]
+# The blocks networks are made of: the memory walk records the outermost one each layer runs in, and the
+# engine's recompute mode re-runs exactly those.
+BLOCK_TYPES: tuple[type[nn.Module], ...] = (MBBlock, tvb.LiteResidualBlock, tvb.InvertedResidualV2,
+                                            tvb.InvertedResidualV3, *tvb.RESNET_BLOCKS)
 _BUILDERS: dict[str, Builder] = {}
 
 
