@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from tinytl.memory import analyze, profile_memory
 from tinytl.policies import POLICIES

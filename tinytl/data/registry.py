@@ -87,6 +87,18 @@ def _classes(dataset: Dataset) -> list[str]:
     return [str(c) for c in range(max(labels) + 1)]
 
 
+def glyph_bundle(resolution: int, num_classes: int = 26, per_class: int = 1500, seed: int = 0,
+                 low_res: tuple[int, ...] | None = None) -> DataBundle:
+    """The procedural source task: `per_class` training renderings (seed) and 100 test renderings (seed + 1)."""
+    from tinytl.data.glyphs import LOW_RES_CHOICES, render_glyphs
+
+    spec, low_res = DATASETS["glyphs"], low_res or LOW_RES_CHOICES
+    train = render_glyphs(num_classes, per_class, seed, low_res)
+    test = render_glyphs(num_classes, 100, seed + 1, low_res)
+    return DataBundle(spec, train.with_transform(train_transform(resolution, spec.crop_scale, spec.flip, spec.jitter)),
+                      test.with_transform(test_transform(resolution)), train.classes)
+
+
 def load_dataset(name: str, resolution: int, data_root: str | None = None, seed: int = 0) -> DataBundle:
     """Train/test sets of a named dataset with the recipe's transforms (never downloads anything)."""
     if name not in DATASETS:
@@ -97,14 +109,11 @@ def load_dataset(name: str, resolution: int, data_root: str | None = None, seed:
     train_tf = train_transform(resolution, spec.crop_scale, spec.flip, spec.jitter)
     test_tf = test_transform(resolution)
     if spec.folder is None:
-        if name == "digits":
-            from tinytl.data.digits import load_digits_split
+        if name == "glyphs":
+            return glyph_bundle(resolution, seed=seed)
+        from tinytl.data.digits import load_digits_split
 
-            train, test = load_digits_split(seed)
-        else:
-            from tinytl.data.glyphs import render_glyphs
-
-            train, test = render_glyphs(seed=seed), render_glyphs(per_class=100, seed=seed + 1)
+        train, test = load_digits_split(seed)
         return DataBundle(spec, train.with_transform(train_tf), test.with_transform(test_tf), train.classes)
     if not data_root:
         raise TinyTLError(f"dataset {name!r} is read from local files: pass --data-root DIR "

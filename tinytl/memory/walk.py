@@ -120,7 +120,7 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
             return node_layer[node]
         if node in memo:
             return memo[node]
-        mask, stack, order = 0, [node], []
+        stack, order = [node], []
         # iterative DFS: the graph between two layer outputs can be deep (functional ops, WS)
         seen = set()
         while stack:

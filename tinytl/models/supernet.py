@@ -24,6 +24,7 @@ from tinytl.errors import TinyTLError
 from tinytl.models.layers import WS_EPS, FrozenStatsBatchNorm2d, StdConv2d, group_count, lite_kernel_size
 from tinytl.models.proxylessnas import FEATURE_CHANNELS, FIRST_BLOCK_CHANNELS, STEM_CHANNELS, MBBlock, conv_norm_act
 from tinytl.models.registry import register_backbone
+from tinytl.storage import load_file, save_file, to_float, to_half
 
 STAGE_WIDTHS = (24, 40, 80, 96, 192)
 STAGE_STRIDES = (2, 2, 2, 1, 2)
@@ -297,8 +298,7 @@ class ProxylessSuperNet(_Backbone):
 
 def save_supernet(model: ProxylessSuperNet, path: str | Path, provenance: Mapping) -> None:
     """Store a super-net's weights in fp16 (halves the file) with its settings and provenance."""
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "num_classes": model.classifier[1].out_features,
+    save_file({"state_dict": to_half(model.state_dict()), "num_classes": model.classifier[1].out_features,
                 "lite_residual": model.lite_residual, "norm": model.norm, "provenance": dict(provenance)}, path)
 
 
@@ -308,9 +308,13 @@ def load_supernet(path: str | Path | None = None, num_classes: int | None = None
     if not path.is_file():
         raise TinyTLError(f"super-net checkpoint {str(path)!r} not found (make it with "
                           "`python -m tinytl.search.pretrain`)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_file(path, "super-net checkpoint", ("state_dict", "num_classes", "lite_residual", "norm"))
     model = ProxylessSuperNet(ckpt["num_classes"], ckpt["lite_residual"], ckpt["norm"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    try:
+        model.load_state_dict(to_float(ckpt["state_dict"]))
+    except RuntimeError as err:
+        raise TinyTLError(f"super-net checkpoint {path} does not fit the super-net "
+                          f"({str(err).splitlines()[1].strip()[:120]})") from None
     model.provenance = ckpt.get("provenance", {})
     if num_classes is not None and num_classes != ckpt["num_classes"]:
         model.classifier[1] = nn.Linear(FEATURE_CHANNELS, num_classes)

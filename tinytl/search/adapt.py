@@ -22,6 +22,7 @@ from tinytl.errors import TinyTLError
 from tinytl.models.supernet import (DEFAULT_CHECKPOINT, ProxylessSuperNet, largest_subnet, load_supernet, sample_subnet,
                                     smallest_subnet)
 from tinytl.policies import trainable_names
+from tinytl.storage import load_file, save_file, to_float, to_half
 from tinytl.train.loop import TrainHooks, evaluate, train
 
 DEFAULT_ADAPTED = DEFAULT_CHECKPOINT.with_name("supernet_digits_fa.pt")
@@ -66,10 +67,9 @@ def adapt_supernet(supernet: ProxylessSuperNet, dataset: str = "digits", resolut
 def save_adapted(supernet: ProxylessSuperNet, path: str | Path, base: str | Path, meta: dict) -> int:
     """Store only the adapted tensors (fp16) plus the base checkpoint's path; return the file size."""
     names = trainable_names(supernet, POLICY)
-    state = {k: v.detach().half() for k, v in supernet.named_parameters() if k in names}
-    torch.save({"state_dict": state, "base": str(Path(base).name), "num_classes": supernet.classifier[1].out_features,
-                "provenance": meta}, path)
-    return Path(path).stat().st_size
+    state = to_half({k: v for k, v in supernet.named_parameters() if k in names})
+    return save_file({"state_dict": state, "base": str(Path(base).name),
+                      "num_classes": supernet.classifier[1].out_features, "provenance": meta}, path)
 
 
 def load_adapted(path: str | Path | None = None) -> ProxylessSuperNet:
@@ -77,12 +77,12 @@ def load_adapted(path: str | Path | None = None) -> ProxylessSuperNet:
     path = Path(path) if path else DEFAULT_ADAPTED
     if not path.is_file():
         raise TinyTLError(f"adapted super-net {str(path)!r} not found (make it with `python -m tinytl.search.adapt`)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_file(path, "adapted super-net", ("state_dict", "base", "num_classes"))
     model = load_supernet(path.with_name(ckpt["base"]), ckpt["num_classes"])
     missing = set(ckpt["state_dict"]) - set(dict(model.named_parameters()))
     if missing:
         raise TinyTLError(f"adapted state {path.name} does not fit the super-net: {sorted(missing)[:3]}")
-    model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()}, strict=False)
+    model.load_state_dict(to_float(ckpt["state_dict"]), strict=False)
     model.provenance = {"base": model.provenance, "adaptation": ckpt["provenance"]}
     return model
 

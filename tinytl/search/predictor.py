@@ -18,6 +18,7 @@ from torch import nn
 from tinytl.errors import TinyTLError
 from tinytl.models.supernet import DEFAULT_CHECKPOINT, EXPANDS, KERNELS, NUM_SLOTS, parse_subnet
 from tinytl.search.space import E_GENES, K_GENES, R_GENE, active_mask, check_resolutions, encode
+from tinytl.storage import load_file, save_file
 
 DEFAULT_PREDICTOR = DEFAULT_CHECKPOINT.with_name("supernet_predictor.pt")
 HIDDEN = 400
@@ -105,8 +106,8 @@ def train_predictor(pairs: Sequence[dict], seed: int = 0, epochs: int = 300, lr:
 
 def save_predictor(model: AccuracyPredictor, path: str | Path, provenance: dict) -> None:
     """Weights, resolutions, held-out metrics and where the pairs came from."""
-    torch.save({"state_dict": model.state_dict(), "resolutions": list(model.resolutions), "metrics": model.metrics,
-                "provenance": provenance}, path)
+    save_file({"state_dict": model.state_dict(), "resolutions": list(model.resolutions), "metrics": model.metrics,
+               "provenance": provenance}, path)
 
 
 def load_predictor(path: str | Path | None = None) -> AccuracyPredictor:
@@ -115,8 +116,11 @@ def load_predictor(path: str | Path | None = None) -> AccuracyPredictor:
     if not path.is_file():
         raise TinyTLError(f"accuracy predictor {str(path)!r} not found (train it with "
                           "`python -m tinytl collect --train-predictor` or pass --predictor PATH)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_file(path, "accuracy predictor", ("state_dict", "resolutions", "metrics"))
     model = AccuracyPredictor(ckpt["resolutions"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError:
+        raise TinyTLError(f"accuracy predictor {path} does not fit this predictor's layout") from None
     model.metrics, model.provenance = ckpt["metrics"], ckpt.get("provenance", {})
     return model.eval()

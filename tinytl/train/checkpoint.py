@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from torch import nn
 from tinytl.errors import TinyTLError
 from tinytl.models.layers import LiteResidual
 from tinytl.policies import classifier_name
+from tinytl.storage import load_file, save_file, to_half
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 SHIPPED = {"proxylessnas_mobile": DATA_DIR / "proxylessnas_mobile_glyphs.pt"}
@@ -31,10 +30,8 @@ class LoadReport:
 
 def save_compact(model: nn.Module, path: str | Path, backbone: str, meta: dict) -> int:
     """Save a model with floating tensors in fp16 (its source classifier too, to continue pretraining); return bytes."""
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": CHECKPOINT_FORMAT, "backbone": backbone, "meta": meta, "state_dict": state}, path)
-    return Path(path).stat().st_size
+    return save_file({"format": CHECKPOINT_FORMAT, "backbone": backbone, "meta": meta,
+                      "state_dict": to_half(model.state_dict())}, path)
 
 
 def _hub_file(weight_name: str) -> Path:
@@ -72,11 +69,7 @@ def resolve_weights(weights: str, backbone: str) -> Path | None:
 
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """A state dict (and the metadata of our own format) from a file, safely (weights_only)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as err:
-        raise TinyTLError(f"cannot read checkpoint {path}: not a valid PyTorch state dict "
-                          f"({str(err).splitlines()[0][:120] if str(err) else type(err).__name__})") from None
+    obj = load_file(path, "checkpoint")
     meta: dict = {}
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         meta, obj = obj.get("meta", {}), obj.get("state_dict")

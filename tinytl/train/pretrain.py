@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from tinytl.data import load_dataset
+from tinytl.data.glyphs import LOW_RES_CHOICES
+from tinytl.data.registry import glyph_bundle
 from tinytl.models import build_model
 from tinytl.train.checkpoint import SHIPPED, read_state_dict, save_compact
 from tinytl.train.loop import EpochMetrics, TrainHooks, train
@@ -19,6 +20,7 @@ BACKBONE = "proxylessnas_mobile"
 
 def pretrain(out: str | Path = SHIPPED[BACKBONE], epochs: int = 1, resolution: int = 64, batch_size: int = 32,
              lr: float = 1e-3, seed: int = 0, threads: int = 1, init: str | Path | None = None,
+             classes: int = 26, per_class: int = 1500, low_res: tuple[int, ...] | None = None,
              log=sys.stderr) -> dict:
     """Train every parameter on glyphs (from scratch, or on from `init`), save compactly (fp16), return metadata.
 
@@ -27,13 +29,16 @@ def pretrain(out: str | Path = SHIPPED[BACKBONE], epochs: int = 1, resolution: i
     """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    data = load_dataset("glyphs", resolution, seed=seed)
+    data = glyph_bundle(resolution, classes, per_class, seed, low_res)
     model = build_model(BACKBONE, data.num_classes)
     stages: list[dict] = []
     if init is not None:
         state, earlier = read_state_dict(Path(init))
-        # strict=False: a first-stage file may lack the source classifier, which then starts fresh
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
+        # a source classifier of another size (or none) starts fresh; everything else must match
+        own = model.state_dict()
+        kept = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
+                if not (k.startswith("classifier.") and (k not in own or own[k].shape != v.shape))}
+        model.load_state_dict(kept, strict=False)
         stages = earlier.get("stages") or [earlier]
     started = time.time()
 
@@ -50,6 +55,7 @@ def pretrain(out: str | Path = SHIPPED[BACKBONE], epochs: int = 1, resolution: i
                    DataLoader(data.test, 256), "full", epochs=epochs, lr=lr, label_smoothing=0.1,
                    measure_memory=False, hooks=TrainHooks(after_step=after_step, after_epoch=after_epoch))
     stage = {"epochs": epochs, "resolution": resolution, "batch_size": batch_size, "lr": lr, "seed": seed,
+             "source_classes": data.num_classes, "per_class": per_class, "low_res": list(low_res or LOW_RES_CHOICES),
              "continued_from": str(init) if init else None, "train_seconds": round(result.train_seconds, 1),
              "history": [m.to_dict() for m in result.history]}
     meta = {"source_task": "glyphs", "source_classes": data.num_classes, "train_images": len(data.train),
