@@ -1,5 +1,7 @@
 """Training loop, recipe checks, checkpoints (save / load / corrupt / mismatched / torchvision cache), step memory."""
 
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -176,3 +178,20 @@ def test_shipped_checkpoint_is_small_and_loads():
     model = build_model("proxylessnas_mobile", 10)
     report = load_weights(model, "shipped", "proxylessnas_mobile")
     assert set(report.fresh) == {"classifier.1.weight", "classifier.1.bias"}
+
+
+def test_pretrain_continues_on_a_larger_source_task(tmp_path):
+    """A later stage may widen the source task: the old head is dropped, the features carry over, provenance chains."""
+    from tinytl.train.pretrain import pretrain
+
+    first = pretrain(tmp_path / "a.pt", resolution=32, classes=3, per_class=2, log=io.StringIO())
+    second = pretrain(tmp_path / "b.pt", resolution=32, lr=1e-9, classes=55, per_class=1, low_res=(8,),
+                      init=tmp_path / "a.pt", log=io.StringIO())
+    state_a, _ = read_state_dict(tmp_path / "a.pt")
+    state_b, meta = read_state_dict(tmp_path / "b.pt")
+    assert state_b["classifier.1.weight"].shape == (55, 1280) and first["source_classes"] == 3
+    # lr 1e-9: the stage barely moves the carried-over features (fp16 rounding aside)
+    assert torch.allclose(state_a["blocks.5.conv.expand.conv.weight"].float(), state_b["blocks.5.conv.expand.conv.weight"].float(),
+                          atol=1e-3)
+    assert [s["source_classes"] for s in meta["stages"]] == [3, 55] and meta["stages"][1]["low_res"] == [8]
+    assert meta["stages"][1]["continued_from"] == str(tmp_path / "a.pt") and second["source_classes"] == 55
