@@ -10,7 +10,7 @@ from tinytl.cli import main
 from tinytl.memory import profile_memory
 from tinytl.policies import POLICIES
 from tinytl.train.recipe import FinetuneSettings
-from tinytl.train.runner import execute_run, prepare_run
+from tinytl.train.runner import execute_run, predicted_memory, prepare_run
 from tinytl.train.store import RunStore
 
 TINY = dict(resolution=32, batch_size=8, epochs=1, max_steps=2)
@@ -104,3 +104,13 @@ def test_cli_corrupt_checkpoint_and_missing_data_root_exit_2(tmp_path):
         assert needle in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     assert RunStore(tmp_path / "r.sqlite").list_runs() == []  # bad input records no run
+
+
+def test_engine_view_is_priced_in_the_runs_engine_mode():
+    exact = predicted_memory(FinetuneSettings(policy="bias", engine="tinytl", resolution=64), 10)
+    recompute = predicted_memory(FinetuneSettings(policy="bias", engine="tinytl-recompute", resolution=64), 10)
+    assert exact["paper"] == recompute["paper"] and exact["pytorch"] == recompute["pytorch"]
+    for mode, predicted in (("exact", exact), ("recompute", recompute)):
+        expected = profile_memory("proxylessnas_mobile", "bias", 64, 32, 10, 32, True, "gn", "engine", mode=mode)
+        assert predicted["engine"] == pytest.approx(expected.total_mb)
+    assert recompute["engine"] < exact["engine"]  # GN under bias: recompute keeps far less (issue 4)

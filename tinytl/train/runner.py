@@ -45,10 +45,14 @@ class PreparedRun:
 
 
 def predicted_memory(settings: FinetuneSettings, num_classes: int) -> dict[str, float]:
-    """Total training memory in MB under every memory view, for this setting (analysis only)."""
+    """Total training memory in MB under every memory view, for this setting (analysis only).
+
+    The engine view is priced in the mode the run uses (recompute for `tinytl-recompute`, else exact)."""
     bits = settings.frozen_bits or 32
+    mode = "recompute" if settings.engine == "tinytl-recompute" else "exact"
     return {view: profile_memory(settings.backbone, settings.policy, settings.resolution, settings.batch_size,
-                                 num_classes, bits, settings.lite_residual, settings.norm, view).total_mb
+                                 num_classes, bits, settings.lite_residual, settings.norm, view,
+                                 **({"mode": mode} if view == "engine" else {})).total_mb
             for view in VIEWS}
 
 
