@@ -97,7 +97,8 @@ def _recorded_run(store: RunStore, policy: str, acc: float, peak: int) -> int:
         store.add_epoch(run_id, {"epoch": epoch, "train_loss": 2 - a, "train_accuracy": a, "test_loss": 2 - a,
                                  "test_accuracy": a, "seconds": 1.0, "lr": 1e-3, "steps": 5})
     store.finish(run_id, "done", final_accuracy=acc, train_seconds=2.0, measured_peak_bytes=peak,
-                 saved_activation_bytes=peak // 2, predicted_memory_mb=peak / 2e6)
+                 saved_activation_bytes=peak // 2, predicted_memory_mb=peak / 2e6,
+                 predicted={"paper": peak / 2e6, "pytorch": peak / 1e6 + 1, "engine": peak / 1e6 - 1})
     return run_id
 
 
@@ -109,6 +110,7 @@ def test_runs_page_table_curves_scatter_delete(store):
     table = at.dataframe[0].value
     assert table["id"].tolist() == [b, a] and table["test_accuracy"].tolist() == [0.9, 0.6]
     assert table["measured_peak_mb"].tolist() == [70.0, 40.0]
+    assert table["predicted_realised_mb"].tolist() == [71.0, 41.0]  # stock runs: the pytorch view
     figs = {el.proto.id.rsplit("-", 1)[-1]: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
     assert {"runs_accuracy", "runs_loss", "runs_scatter"} <= set(figs)
     assert len(figs["runs_accuracy"]["data"]) == 2

@@ -8,7 +8,8 @@ from tinytl.train.tables import history_frame, run_label, runs_frame
 
 st.title("Runs")
 st.caption("Every fine-tune recorded in the run store (CLI and app alike). Memory is measured on one real "
-           "training step; 'predicted' is the paper view's theory for the same setting.")
+           "training step; 'predicted (paper)' is the paper view's theory for the same setting, 'predicted "
+           "(realised)' the view of the engine that ran (pytorch view for stock PyTorch, engine view for tinytl).")
 store = RunStore()
 st.caption(f"Store: `{store.path}`")
 runs = store.list_runs()
@@ -17,7 +18,14 @@ if not runs:
     st.stop()
 
 table = runs_frame(runs)
-st.dataframe(table, hide_index=True, key="runs_table")
+number, one_decimal = st.column_config.NumberColumn, "%.1f"
+st.dataframe(table, hide_index=True, key="runs_table", column_config={
+    "batch_size": "batch", "test_accuracy": number("test accuracy", format="%.3f"),
+    "measured_peak_mb": number("measured peak MB", format=one_decimal),
+    "saved_activation_mb": number("saved act. MB", format=one_decimal),
+    "predicted_mb": number("predicted (paper) MB", format=one_decimal),
+    "predicted_realised_mb": number("predicted (realised) MB", format=one_decimal),
+    "train_seconds": number("train s", format="%.0f")})
 st.download_button("Download CSV", table.to_csv(index=False), "tinytl_runs.csv", "text/csv", key="runs_csv")
 
 by_id = {r["id"]: r for r in runs}
