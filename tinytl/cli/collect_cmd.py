@@ -9,8 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tinytl.cli.common import print_json
-from tinytl.cli.search_cmd import int_list
+from tinytl.cli.common import int_list, print_json
 
 DEFAULT_RESOLUTIONS = [32, 40, 48, 56]
 

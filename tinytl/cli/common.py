@@ -1,4 +1,4 @@
-"""Arguments shared by several commands (model setting, policy, output format)."""
+"""Arguments shared by several commands (model setting, policy, output format, integer lists)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ import json
 import sys
 
 from tinytl.models.layers import NORMS
+
+
+def int_list(text: str) -> list[int]:
+    """'160,176,192' -> [160, 176, 192] (argparse type)."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def add_model_args(parser: argparse.ArgumentParser, default_policy: str = "lite+bias") -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tinytl.cli.common import print_json
-from tinytl.errors import TinyTLError
+from tinytl.cli.common import int_list, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", type=int, default=26,
                    help="source classes: letters (upper case, then lower case), past 52 procedural stroke figures")
     p.add_argument("--per-class", type=int, default=1500, help="training renderings per class (100 test renderings)")
-    p.add_argument("--low-res", default=None,
+    p.add_argument("--low-res", type=int_list, default=None,
                    help="comma-separated sizes a rendering may be reduced to before scaling back up (default 16,32)")
     p.set_defaults(func=run)
 
@@ -32,13 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tinytl.train.pretrain import pretrain
 
-    low_res = None
-    if args.low_res:
-        try:
-            low_res = tuple(int(v) for v in args.low_res.split(","))
-        except ValueError:
-            raise TinyTLError(f"--low-res takes comma-separated integers, got {args.low_res!r}") from None
     meta = pretrain(args.out, args.epochs, args.resolution, args.batch_size, args.lr, args.seed, args.threads, args.init,
-                    args.classes, args.per_class, low_res)
+                    args.classes, args.per_class, args.low_res)
     print_json({**meta, "stages": [{k: v for k, v in st.items() if k != "history"} for st in meta["stages"]]})
     return 0

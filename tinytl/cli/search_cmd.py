@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from tinytl.cli.common import print_json
+from tinytl.cli.common import int_list, print_json
 from tinytl.errors import TinyTLError
-
-
-def int_list(text: str) -> list[int]:
-    """'160,176,192' -> [160, 176, 192] (argparse type)."""
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -88,13 +88,13 @@ def _classes(dataset: Dataset) -> list[str]:
 
 
 def glyph_bundle(resolution: int, num_classes: int = 26, per_class: int = 1500, seed: int = 0,
-                 low_res: tuple[int, ...] | None = None) -> DataBundle:
-    """The procedural source task: `per_class` training renderings (seed) and 100 test renderings (seed + 1)."""
+                 low_res: tuple[int, ...] | None = None, test_per_class: int = 100) -> DataBundle:
+    """The procedural source task: `per_class` training renderings (seed), `test_per_class` test ones (seed + 1)."""
     from tinytl.data.glyphs import LOW_RES_CHOICES, render_glyphs
 
     spec, low_res = DATASETS["glyphs"], low_res or LOW_RES_CHOICES
     train = render_glyphs(num_classes, per_class, seed, low_res)
-    test = render_glyphs(num_classes, 100, seed + 1, low_res)
+    test = render_glyphs(num_classes, test_per_class, seed + 1, low_res)
     return DataBundle(spec, train.with_transform(train_transform(resolution, spec.crop_scale, spec.flip, spec.jitter)),
                       test.with_transform(test_transform(resolution)), train.classes)
 

@@ -19,21 +19,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from tinytl.data import DATASETS, DataBundle
-from tinytl.data.glyphs import render_glyphs
-from tinytl.data.transforms import test_transform, train_transform
+from tinytl.cli.common import int_list
+from tinytl.data.glyphs import LOW_RES_CHOICES
+from tinytl.data.registry import glyph_bundle
 from tinytl.models.supernet import (DEFAULT_CHECKPOINT, ProxylessSuperNet, largest_subnet, load_supernet,
                                     sample_subnet, save_supernet, smallest_subnet)
 from tinytl.train.loop import TrainHooks, evaluate, train
-
-
-def glyph_bundle(resolution: int, per_class: int, seed: int) -> DataBundle:
-    """The glyph source task (26 upper-case letters) at a chosen size, fewer renderings than the fine-tune's."""
-    spec = DATASETS["glyphs"]
-    tr, te = render_glyphs(per_class=per_class, seed=seed), render_glyphs(per_class=max(per_class // 10, 5),
-                                                                          seed=seed + 1)
-    return DataBundle(spec, tr.with_transform(train_transform(resolution, spec.crop_scale, spec.flip, spec.jitter)),
-                      te.with_transform(test_transform(resolution)), tr.classes)
 
 
 def _log_hook(started: float, log, every: int = 50):
@@ -45,13 +36,15 @@ def _log_hook(started: float, log, every: int = 50):
 
 def pretrain_supernet(out: str | Path = DEFAULT_CHECKPOINT, epochs_full: int = 1, epochs_elastic: int = 1,
                       per_class: int = 500, resolution: int = 32, batch_size: int = 32, lr: float = 3e-4,
-                      seed: int = 0, init: str | Path | None = None, log=sys.stderr) -> dict:
+                      seed: int = 0, init: str | Path | None = None, classes: int = 26,
+                      low_res: tuple[int, ...] | None = None, log=sys.stderr) -> dict:
     """Train the super-net on glyphs (largest first, sort channels, then random sub-nets) and save it.
 
-    `init` continues from a stored super-net (its provenance is kept under "continued_from")."""
+    `init` continues from a stored super-net (its provenance is kept under "continued_from"; a source task with
+    another class count gets a fresh head)."""
     torch.manual_seed(seed)
-    data = glyph_bundle(resolution, per_class, seed)
-    model = load_supernet(init) if init else ProxylessSuperNet(data.num_classes)
+    data = glyph_bundle(resolution, classes, per_class, seed, low_res, test_per_class=max(per_class // 10, 5))
+    model = load_supernet(init, data.num_classes) if init else ProxylessSuperNet(data.num_classes)
     started = time.time()
     test_loader = DataLoader(data.test, 256)
 
@@ -73,6 +66,7 @@ def pretrain_supernet(out: str | Path = DEFAULT_CHECKPOINT, epochs_full: int = 1
     meta = {"source_task": "glyphs", "source_classes": data.num_classes, "train_images": len(data.train),
             "test_images": len(data.test), "resolution": resolution, "batch_size": batch_size, "lr": lr,
             "epochs_full": epochs_full, "epochs_elastic": epochs_elastic, "seed": seed,
+            "low_res": list(low_res or LOW_RES_CHOICES),
             "source_test_accuracy": accuracy, "train_seconds": round(full.train_seconds + elastic.train_seconds, 1),
             "history": [m.to_dict() for m in full.history + elastic.history], "made_by": "tinytl.search.pretrain",
             "continued_from": getattr(model, "provenance", None)}
@@ -93,10 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--init", default=None, help="continue from this super-net checkpoint")
+    parser.add_argument("--seed", type=int, default=0, help="training renderings (test: seed + 1) and order")
+    parser.add_argument("--classes", type=int, default=26, help="source classes (see `python -m tinytl pretrain`)")
+    parser.add_argument("--low-res", type=int_list, default=None,
+                        help="comma-separated sizes a rendering may be reduced to (default 16,32)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     pretrain_supernet(args.out, args.epochs_full, args.epochs_elastic, args.per_class, args.resolution,
-                      args.batch_size, args.lr, init=args.init)
+                      args.batch_size, args.lr, args.seed, args.init, args.classes, args.low_res)
     return 0
 
 
