@@ -8,8 +8,8 @@ import pytest
 
 from tinytl import TinyTLError
 from tinytl.models.supernet import parse_subnet, sample_subnet
-from tinytl.search.predictor import (DEFAULT_PREDICTOR, features, load_predictor, pairs_to_arrays, save_predictor,
-                                     train_predictor)
+from tinytl.search.predictor import (DEFAULT_PREDICTOR, features, load_predictor, pairs_to_arrays, quality_warning,
+                                     save_predictor, train_predictor)
 from tinytl.search.space import encode
 
 
@@ -46,6 +46,20 @@ def test_predictor_beats_mean_and_round_trips(tmp_path):
     genes, _, _ = pairs_to_arrays(pairs)
     np.testing.assert_allclose(loaded.predict(genes), model.predict(genes))
     assert loaded.metrics == m and loaded.provenance == {"classes": 10}
+
+
+def test_resolution_mean_baseline_and_quality_warning():
+    """Accuracy set by depth: the predictor beats both baselines; set by resolution only: it cannot beat the
+    per-resolution mean, and the warning says it ranks resolutions."""
+    by_depth = train_predictor(synthetic_pairs(150), epochs=200).metrics
+    assert by_depth["rmse"] < by_depth["resolution_mean_rmse"] < by_depth["mean_rmse"]
+    assert quality_warning(by_depth) is None
+    rng = random.Random(1)
+    by_res = [{**p, "accuracy": p["resolution"] / 100 + rng.gauss(0, 0.01)} for p in synthetic_pairs(150)]
+    m = train_predictor(by_res, epochs=200).metrics
+    assert m["resolution_mean_rmse"] < m["rmse"] < m["mean_rmse"]
+    assert "ranks resolutions" in quality_warning(m)
+    assert "noise" in quality_warning({**m, "rmse": m["mean_rmse"]})
 
 
 def test_predictor_refuses_unknown_resolutions_and_few_pairs():

@@ -14,7 +14,7 @@ from tinytl.models.supernet import parse_subnet
 from tinytl.policies import PAPER_NAMES, POLICIES
 from tinytl.search.evolution import SearchSettings, pareto_front, random_points, search_subnets
 from tinytl.search.memory import subnet_memory_bytes
-from tinytl.search.predictor import load_predictor
+from tinytl.search.predictor import load_predictor, quality_warning
 from tinytl.search.runs import measured_accuracy, prepare_subnet_run, start_subnet_run
 from tinytl.train.store import RunStore
 
@@ -94,12 +94,12 @@ st.caption(
     f"predictor was trained on ({', '.join(map(str, model.resolutions))} px). Memory is the paper view's training "
     "memory, computed from the configuration; accuracy is predicted by an MLP trained on "
     f"{provenance.get('pairs', '?')} measured [sub-net, resolution, accuracy] pairs on {provenance.get('dataset', '?')}:"
-    f" held-out RMSE {metrics['rmse']:.2%} (predicting the mean: {metrics['mean_rmse']:.2%}), Kendall tau "
-    f"{metrics['kendall_tau']:.2f} on {metrics['test_pairs']} held-out pairs.")
+    f" held-out RMSE {metrics['rmse']:.2%} (predicting the mean: {metrics['mean_rmse']:.2%}"
+    + (f", each resolution's mean: {metrics['resolution_mean_rmse']:.2%}" if "resolution_mean_rmse" in metrics else "")
+    + f"), Kendall tau {metrics['kendall_tau']:.2f} on {metrics['test_pairs']} held-out pairs.")
 
-if not metrics["rmse"] < metrics["mean_rmse"]:
-    st.warning("This predictor does not beat predicting the mean accuracy on its held-out pairs, so its ranking "
-               "is noise: treat the accuracy axis as a demonstration of the pipeline, not as a forecast.")
+if warning := quality_warning(metrics):
+    st.warning(f"This predictor: {warning}. Treat the accuracy axis accordingly.")
 
 c1, c2, c3, c4 = st.columns(4)
 policy = c1.selectbox("Policy", POLICIES, index=POLICIES.index("lite+bias"), key="pareto_policy",

@@ -80,6 +80,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(pairs)} pairs from {world} process(es) in {out['provenance']['seconds']} s -> {args.out}")
         if "predictor" in out:
             m = out["predictor"]
-            print(f"predictor -> {args.train_predictor}: held-out RMSE {m['rmse']:.4f} (mean: {m['mean_rmse']:.4f}),"
-                  f" Kendall tau {m['kendall_tau']:.3f}")
+            print(f"predictor -> {args.train_predictor}: held-out RMSE {m['rmse']:.4f} (mean: {m['mean_rmse']:.4f},"
+                  f" each resolution's mean: {m['resolution_mean_rmse']:.4f}), Kendall tau {m['kendall_tau']:.3f}")
     return 0

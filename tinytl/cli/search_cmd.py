@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tinytl.search.evolution import SearchSettings, search_subnets
-    from tinytl.search.predictor import load_predictor
+    from tinytl.search.predictor import load_predictor, quality_warning
 
     if args.population < 4 or args.iterations < 1:
         raise TinyTLError("population must be >= 4 and iterations >= 1")
@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
           f"{best['memory_mb']:.2f} MB, {best['resolution']} px (policy {out['policy']}, batch {out['batch_size']}, "
           f"{out['classes']} classes; smallest reachable {out['smallest_mb']:.2f} MB)")
     print(f"predictor held-out RMSE {pred.get('rmse', float('nan')):.4f} (predicting the mean: "
-          f"{pred.get('mean_rmse', float('nan')):.4f}), Kendall tau {pred.get('kendall_tau', float('nan')):.3f}"
-          + ("" if pred.get("rmse", 1) < pred.get("mean_rmse", 0) else
-             " -- it does not beat predicting the mean: its ranking is noise"))
+          f"{pred.get('mean_rmse', float('nan')):.4f}, each resolution's mean: "
+          f"{pred.get('resolution_mean_rmse', float('nan')):.4f}), Kendall tau {pred.get('kendall_tau', float('nan')):.3f}"
+          + (f" -- {warning}" if (warning := quality_warning(pred)) else ""))
     print(f"searched {info['evaluated']} distinct candidates in {info['seconds']:.2f} s")
     return 0

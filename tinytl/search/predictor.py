@@ -78,7 +78,8 @@ def pairs_to_arrays(pairs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, tupl
 
 def train_predictor(pairs: Sequence[dict], seed: int = 0, epochs: int = 300, lr: float = 1e-3,
                     weight_decay: float = 1e-4, test_fraction: float = 0.2) -> AccuracyPredictor:
-    """Fit on 80% of the pairs (seeded split), report RMSE / Kendall tau on the other 20% in `.metrics`."""
+    """Fit on 80% of the pairs (seeded split), report RMSE / Kendall tau on the other 20% in `.metrics`, beside
+    two baselines on the same pairs: the training mean, and each resolution's training mean."""
     genes, acc, resolutions = pairs_to_arrays(pairs)
     order = np.random.default_rng(seed).permutation(len(acc))
     n_test = max(1, round(test_fraction * len(acc)))
@@ -96,12 +97,32 @@ def train_predictor(pairs: Sequence[dict], seed: int = 0, epochs: int = 300, lr:
     with torch.no_grad():
         pred = model(x[test]).numpy()
     truth = acc[test]
-    tau = kendalltau(pred, truth).statistic if n_test > 1 else float("nan")
+    # the baseline a useful predictor must beat: each resolution's mean training accuracy (the overall mean
+    # where a resolution has no training pair)
+    res = genes[:, R_GENE]
+    by_res = {r: acc[fit][res[fit] == r].mean() if (res[fit] == r).any() else acc[fit].mean() for r in set(res)}
+    res_mean = np.array([by_res[r] for r in res[test]], dtype=np.float32)
+
+    def tau(guess: np.ndarray) -> float:
+        return float(kendalltau(guess, truth).statistic) if n_test > 1 else float("nan")
+
     model.metrics = {"rmse": float(np.sqrt(np.mean((pred - truth) ** 2))),
                      "mean_rmse": float(np.sqrt(np.mean((acc[fit].mean() - truth) ** 2))),
-                     "kendall_tau": float(tau), "train_pairs": int(len(fit)), "test_pairs": int(n_test),
+                     "resolution_mean_rmse": float(np.sqrt(np.mean((res_mean - truth) ** 2))),
+                     "kendall_tau": tau(pred), "resolution_mean_kendall_tau": tau(res_mean),
+                     "train_pairs": int(len(fit)), "test_pairs": int(n_test),
                      "seed": seed, "epochs": epochs, "resolutions": list(resolutions)}
     return model
+
+
+def quality_warning(metrics: dict) -> str | None:
+    """What a user must know when the predictor does not beat a baseline on its held-out pairs, else None."""
+    if not metrics["rmse"] < metrics["mean_rmse"]:
+        return "it does not beat predicting the mean accuracy on its held-out pairs: its ranking is noise"
+    if not metrics["rmse"] < metrics.get("resolution_mean_rmse", float("inf")):
+        return ("it does not beat predicting each resolution's mean accuracy on its held-out pairs: it ranks "
+                "resolutions, not sub-nets within one resolution")
+    return None
 
 
 def save_predictor(model: AccuracyPredictor, path: str | Path, provenance: dict) -> None:
