@@ -195,3 +195,13 @@ def test_pretrain_continues_on_a_larger_source_task(tmp_path):
                           atol=1e-3)
     assert [s["source_classes"] for s in meta["stages"]] == [3, 55] and meta["stages"][1]["low_res"] == [8]
     assert meta["stages"][1]["continued_from"] == str(tmp_path / "a.pt") and second["source_classes"] == 55
+
+
+def test_pretrain_refuses_a_foreign_init(tmp_path):
+    from tinytl.train.pretrain import pretrain
+
+    torch.save(build_model("mobilenet_v2", 10, lite_residual=False).state_dict(), tmp_path / "mbv2.pt")
+    with pytest.raises(TinyTLError, match="is not a proxylessnas_mobile checkpoint"):
+        pretrain(tmp_path / "out.pt", resolution=32, classes=3, per_class=1, init=tmp_path / "mbv2.pt",
+                 log=io.StringIO())
+    assert not (tmp_path / "out.pt").exists()

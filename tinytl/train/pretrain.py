@@ -11,7 +11,9 @@ from torch.utils.data import DataLoader
 
 from tinytl.data.glyphs import LOW_RES_CHOICES
 from tinytl.data.registry import glyph_bundle
+from tinytl.errors import TinyTLError
 from tinytl.models import build_model
+from tinytl.storage import to_float
 from tinytl.train.checkpoint import SHIPPED, read_state_dict, save_compact
 from tinytl.train.loop import EpochMetrics, TrainHooks, train
 
@@ -36,9 +38,15 @@ def pretrain(out: str | Path = SHIPPED[BACKBONE], epochs: int = 1, resolution: i
         state, earlier = read_state_dict(Path(init))
         # a source classifier of another size (or none) starts fresh; everything else must match
         own = model.state_dict()
-        kept = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
+        kept = {k: v for k, v in to_float(state).items()
                 if not (k.startswith("classifier.") and (k not in own or own[k].shape != v.shape))}
-        model.load_state_dict(kept, strict=False)
+        try:
+            missing = [k for k in model.load_state_dict(kept, strict=False).missing_keys
+                       if not k.startswith("classifier.")]
+        except RuntimeError:  # a tensor of another shape
+            missing = ["tensors of the right shapes"]
+        if missing:
+            raise TinyTLError(f"{init} is not a {BACKBONE} checkpoint of this layout (it lacks {missing[0]})")
         stages = earlier.get("stages") or [earlier]
     started = time.time()
 
