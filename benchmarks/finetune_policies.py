@@ -57,7 +57,8 @@ def print_seeds(runs: dict[tuple[str, str, int], dict], policies: list[str], see
     print(f"| policy | {head} | mean | gain over last per seed (points) |")
     print("|---|" + "---|" * len(seeds) + "---|---|")
     for p in policies:
-        gains = ", ".join(f"{100 * (acc[(p, s)] - acc[('last', s)]):+.1f}" for s in seeds) if "last" in policies else ""
+        gains = ", ".join(f"{100 * (acc[(p, s)] - acc[('last', s)]):+.1f}" for s in seeds) \
+            if "last" in policies and p != "last" else "—"
         cells = " | ".join(f"{acc[(p, s)]:.3f}" for s in seeds)
         print(f"| {p} | {cells} | {statistics.mean(acc[(p, s)] for s in seeds):.3f} | {gains} |")
 
