@@ -313,8 +313,8 @@ def load_supernet(path: str | Path | None = None, num_classes: int | None = None
     try:
         model.load_state_dict(to_float(ckpt["state_dict"]))
     except RuntimeError as err:
-        raise TinyTLError(f"super-net checkpoint {path} does not fit the super-net "
-                          f"({str(err).splitlines()[1].strip()[:120]})") from None
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        raise TinyTLError(f"super-net checkpoint {path} does not fit the super-net ({detail[:120]})") from None
     model.provenance = ckpt.get("provenance", {})
     if num_classes is not None and num_classes != ckpt["num_classes"]:
         model.classifier[1] = nn.Linear(FEATURE_CHANNELS, num_classes)
