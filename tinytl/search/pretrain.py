@@ -4,8 +4,8 @@ Schedule (a CPU-sized progressive shrinking): the largest sub-net first, then so
 (the full network's function is unchanged), then every step a random sub-net (depth, expand, kernel).
 Run: `python -m tinytl.search.pretrain [--epochs-full 1] [--epochs-elastic 1] [--per-class 500] [--resolution 32]
 [--lr 3e-4] [--batch-size 32] [--init CHECKPOINT] [--classes 26] [--low-res 16,32] [--seed 0]`. The defaults are
-the settings measured to learn: the GN+WS network sits at ln(classes) for about 250 steps at 32 px lr 3e-4, and never leaves it at 32 px with lr >= 1e-3
-(nor within 350 steps at 48 px lr 1e-3).
+the settings measured to learn: the GN+WS network sits at ln(classes) for about 250 steps at 32 px lr 3e-4, and
+never leaves it at 32 px with lr >= 1e-3 (nor within 350 steps at 48 px lr 1e-3).
 """
 
 from __future__ import annotations
