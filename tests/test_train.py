@@ -191,8 +191,8 @@ def test_pretrain_continues_on_a_larger_source_task(tmp_path):
     state_b, meta = read_state_dict(tmp_path / "b.pt")
     assert state_b["classifier.1.weight"].shape == (55, 1280) and first["source_classes"] == 3
     # lr 1e-9: the stage barely moves the carried-over features (fp16 rounding aside)
-    assert torch.allclose(state_a["blocks.5.conv.expand.conv.weight"].float(), state_b["blocks.5.conv.expand.conv.weight"].float(),
-                          atol=1e-3)
+    key = "blocks.5.conv.expand.conv.weight"
+    assert torch.allclose(state_a[key].float(), state_b[key].float(), atol=1e-3)
     assert [s["source_classes"] for s in meta["stages"]] == [3, 55] and meta["stages"][1]["low_res"] == [8]
     assert meta["stages"][1]["continued_from"] == str(tmp_path / "a.pt") and second["source_classes"] == 55
 

@@ -1,4 +1,4 @@
-"""Torch files the project stores (checkpoints, super-nets, predictors): fp16 compaction and safe, one-line-error loads."""
+"""Torch files the project stores (checkpoints, super-nets, predictors): fp16 compaction, safe one-line-error loads."""
 
 from __future__ import annotations
 

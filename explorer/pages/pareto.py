@@ -93,7 +93,8 @@ st.caption(
     "Sub-nets of the elastic super-net (depth, expand ratio and kernel per block) at the resolutions the accuracy "
     f"predictor was trained on ({', '.join(map(str, model.resolutions))} px). Memory is the paper view's training "
     "memory, computed from the configuration; accuracy is predicted by an MLP trained on "
-    f"{provenance.get('pairs', '?')} measured [sub-net, resolution, accuracy] pairs on {provenance.get('dataset', '?')}:"
+    f"{provenance.get('pairs', '?')} measured [sub-net, resolution, accuracy] pairs on "
+    f"{provenance.get('dataset', '?')}:"
     f" held-out RMSE {metrics['rmse']:.2%} (predicting the mean: {metrics['mean_rmse']:.2%}"
     + (f", each resolution's mean: {metrics['resolution_mean_rmse']:.2%}" if "resolution_mean_rmse" in metrics else "")
     + f"), Kendall tau {metrics['kendall_tau']:.2f} on {metrics['test_pairs']} held-out pairs.")

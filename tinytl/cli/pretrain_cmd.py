@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tinytl.train.pretrain import pretrain
 
-    meta = pretrain(args.out, args.epochs, args.resolution, args.batch_size, args.lr, args.seed, args.threads, args.init,
-                    args.classes, args.per_class, args.low_res)
+    meta = pretrain(args.out, args.epochs, args.resolution, args.batch_size, args.lr, args.seed, args.threads,
+                    args.init, args.classes, args.per_class, args.low_res)
     print_json({**meta, "stages": [{k: v for k, v in st.items() if k != "history"} for st in meta["stages"]]})
     return 0

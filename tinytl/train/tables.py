@@ -7,9 +7,8 @@ import time
 import pandas as pd
 
 RUN_TABLE_COLUMNS = ["id", "status", "policy", "dataset", "weights", "engine", "epochs", "resolution", "batch_size",
-                     "test_accuracy", "measured_peak_mb", "saved_activation_mb", "predicted_mb", "predicted_realised_mb",
-                     "train_seconds",
-                     "created"]
+                     "test_accuracy", "measured_peak_mb", "saved_activation_mb", "predicted_mb",
+                     "predicted_realised_mb", "train_seconds", "created"]
 
 
 def run_label(run: dict) -> str:
