@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 
 from tinytl.policies import POLICIES
-from tinytl.train.recipe import ENGINES, FinetuneSettings
+from tinytl.train.recipe import ENGINES, FinetuneSettings, realised_view
 from tinytl.train.runner import execute_run, prepare_run
 
 RANDOM_INIT_POLICIES = ("lite+bias", "full")
@@ -37,7 +37,7 @@ def _label(weights: str) -> str:
 
 
 def print_runs(runs: dict[tuple[str, str, int], dict], seed: int, engine: str) -> None:
-    realised = "pytorch" if engine == "pytorch" else "engine"  # the view that predicts what this engine keeps
+    realised = realised_view(engine)
     print("| policy | weights | test accuracy | measured peak MB | saved activations MB | predicted MB (paper) "
           "| predicted MB (view of the engine that ran) | train s | wall s |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -13,6 +13,16 @@ from tinytl.policies import parse_policy, policy_label
 ENGINES = ("pytorch", "tinytl", "tinytl-recompute")  # tinytl: the engine's exact mode
 
 
+def engine_mode(engine: str) -> str:
+    """The tinytl.engine mode an --engine value runs (and the engine view prices): recompute or exact."""
+    return "recompute" if engine == "tinytl-recompute" else "exact"
+
+
+def realised_view(engine: str) -> str:
+    """The memory view that predicts what an --engine value really keeps: pytorch for stock, else engine."""
+    return "pytorch" if engine == "pytorch" else "engine"
+
+
 @dataclass(frozen=True)
 class FinetuneSettings:
     """Everything that defines a fine-tune run; None for lr / label smoothing means the dataset's value."""
@@ -77,5 +87,4 @@ def convert_for_engine(model: nn.Module, settings: FinetuneSettings) -> nn.Modul
     except ImportError:
         raise TinyTLError("--engine tinytl is not available in this build (tinytl.engine is missing); "
                           "use --engine pytorch") from None
-    mode = "recompute" if settings.engine.endswith("recompute") else "exact"
-    return convert_model(model, mode=mode, frozen_bits=settings.frozen_bits)
+    return convert_model(model, mode=engine_mode(settings.engine), frozen_bits=settings.frozen_bits)

@@ -18,7 +18,7 @@ from tinytl.memory import VIEWS, profile_memory
 from tinytl.policies import apply_policy
 from tinytl.train.checkpoint import LoadReport, load_weights
 from tinytl.train.loop import EpochMetrics, TrainHooks, TrainResult, train
-from tinytl.train.recipe import FinetuneSettings, build_finetune_model, convert_for_engine
+from tinytl.train.recipe import FinetuneSettings, build_finetune_model, convert_for_engine, engine_mode
 from tinytl.train.store import RunStore
 
 HEARTBEAT_SECONDS = 0.5
@@ -49,10 +49,9 @@ def predicted_memory(settings: FinetuneSettings, num_classes: int) -> dict[str, 
 
     The engine view is priced in the mode the run uses (recompute for `tinytl-recompute`, else exact)."""
     bits = settings.frozen_bits or 32
-    mode = "recompute" if settings.engine == "tinytl-recompute" else "exact"
     return {view: profile_memory(settings.backbone, settings.policy, settings.resolution, settings.batch_size,
                                  num_classes, bits, settings.lite_residual, settings.norm, view,
-                                 **({"mode": mode} if view == "engine" else {})).total_mb
+                                 **({"mode": engine_mode(settings.engine)} if view == "engine" else {})).total_mb
             for view in VIEWS}
 
 

@@ -6,6 +6,8 @@ import time
 
 import pandas as pd
 
+from tinytl.train.recipe import realised_view
+
 RUN_TABLE_COLUMNS = ["id", "status", "policy", "dataset", "weights", "engine", "epochs", "resolution", "batch_size",
                      "test_accuracy", "measured_peak_mb", "saved_activation_mb", "predicted_mb",
                      "predicted_realised_mb", "train_seconds", "created"]
@@ -19,8 +21,7 @@ def run_label(run: dict) -> str:
 
 def realised_prediction(run: dict) -> float | None:
     """The prediction of the view that models the run's engine (pytorch view for stock PyTorch, else engine view)."""
-    view = "pytorch" if run["settings"].get("engine", "pytorch") == "pytorch" else "engine"
-    return (run.get("predicted") or {}).get(view)
+    return (run.get("predicted") or {}).get(realised_view(run["settings"].get("engine", "pytorch")))
 
 
 def runs_frame(runs: list[dict]) -> pd.DataFrame:
