@@ -19,11 +19,11 @@ from torch.utils.data import DataLoader
 
 from tinytl.data import load_dataset
 from tinytl.errors import TinyTLError
-from tinytl.models.supernet import (DEFAULT_CHECKPOINT, ProxylessSuperNet, largest_subnet, load_supernet, sample_subnet,
-                                    smallest_subnet)
+from tinytl.models.supernet import DEFAULT_CHECKPOINT, ProxylessSuperNet, load_supernet, sample_subnet
 from tinytl.policies import trainable_names
+from tinytl.search.pretrain import extreme_accuracies
 from tinytl.storage import load_file, save_file, to_float, to_half
-from tinytl.train.loop import TrainHooks, evaluate, train
+from tinytl.train.loop import TrainHooks, train
 
 DEFAULT_ADAPTED = DEFAULT_CHECKPOINT.with_name("supernet_digits_fa.pt")
 POLICY = "lite+bias"
@@ -50,11 +50,7 @@ def adapt_supernet(supernet: ProxylessSuperNet, dataset: str = "digits", resolut
                                         generator=torch.Generator().manual_seed(seed)),
                    test_loader, POLICY, epochs=epochs, lr=lr or data.spec.lr,
                    label_smoothing=data.spec.label_smoothing, measure_memory=False, hooks=hooks)
-    accuracy = {}
-    for name, config in (("largest", largest_subnet()), ("smallest", smallest_subnet())):
-        supernet.set_active(config)
-        accuracy[name] = evaluate(supernet, test_loader)[1]
-    supernet.set_active(largest_subnet())
+    accuracy = extreme_accuracies(supernet, test_loader)
     print(f"adapted: {dataset} test accuracy largest {accuracy['largest']:.3f} smallest {accuracy['smallest']:.3f}",
           file=log, flush=True)
     return {"dataset": dataset, "classes": data.num_classes, "resolution": resolution, "epochs": epochs,

@@ -27,6 +27,16 @@ from tinytl.models.supernet import (DEFAULT_CHECKPOINT, ProxylessSuperNet, large
 from tinytl.train.loop import TrainHooks, evaluate, train
 
 
+def extreme_accuracies(supernet: ProxylessSuperNet, loader: DataLoader) -> dict[str, float]:
+    """Test accuracy of the largest and the smallest sub-net; leaves the largest active."""
+    accuracy = {}
+    for name, config in (("largest", largest_subnet()), ("smallest", smallest_subnet())):
+        supernet.set_active(config)
+        accuracy[name] = evaluate(supernet, loader)[1]
+    supernet.set_active(largest_subnet())
+    return accuracy
+
+
 def _log_hook(started: float, log, every: int = 50):
     def after_step(step: int, total: int, loss: float) -> None:
         if step % every == 0 or step == total:
@@ -58,11 +68,7 @@ def pretrain_supernet(out: str | Path = DEFAULT_CHECKPOINT, epochs_full: int = 1
     hooks.before_step = lambda step, m: m.set_active(sample_subnet(rng))
     elastic = train(model, loader(), test_loader, "full", epochs=epochs_elastic, lr=lr, measure_memory=False,
                     hooks=hooks)
-    accuracy = {}
-    for name, config in (("largest", largest_subnet()), ("smallest", smallest_subnet())):
-        model.set_active(config)
-        accuracy[name] = evaluate(model, test_loader)[1]
-    model.set_active(largest_subnet())
+    accuracy = extreme_accuracies(model, test_loader)
     meta = {"source_task": "glyphs", "source_classes": data.num_classes, "train_images": len(data.train),
             "test_images": len(data.test), "resolution": resolution, "batch_size": batch_size, "lr": lr,
             "epochs_full": epochs_full, "epochs_elastic": epochs_elastic, "seed": seed,
