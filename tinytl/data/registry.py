@@ -8,6 +8,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from tinytl.data.tensor_dataset import TensorImageDataset
 from tinytl.data.transforms import test_transform, train_transform
 from tinytl.errors import TinyTLError
 
@@ -92,9 +93,15 @@ def glyph_bundle(resolution: int, num_classes: int = 26, per_class: int = 1500, 
     """The procedural source task: `per_class` training renderings (seed), `test_per_class` test ones (seed + 1)."""
     from tinytl.data.glyphs import LOW_RES_CHOICES, render_glyphs
 
-    spec, low_res = DATASETS["glyphs"], low_res or LOW_RES_CHOICES
+    low_res = low_res or LOW_RES_CHOICES
     train = render_glyphs(num_classes, per_class, seed, low_res)
     test = render_glyphs(num_classes, test_per_class, seed + 1, low_res)
+    return _in_memory_bundle(DATASETS["glyphs"], train, test, resolution)
+
+
+def _in_memory_bundle(spec: DatasetSpec, train: TensorImageDataset, test: TensorImageDataset,
+                      resolution: int) -> DataBundle:
+    """A built-in split under the recipe's transforms for `spec`."""
     return DataBundle(spec, train.with_transform(train_transform(resolution, spec.crop_scale, spec.flip, spec.jitter)),
                       test.with_transform(test_transform(resolution)), train.classes)
 
@@ -106,15 +113,14 @@ def load_dataset(name: str, resolution: int, data_root: str | None = None, seed:
     if resolution < 16:
         raise TinyTLError(f"resolution must be >= 16 for training, got {resolution}")
     spec = DATASETS[name]
-    train_tf = train_transform(resolution, spec.crop_scale, spec.flip, spec.jitter)
-    test_tf = test_transform(resolution)
-    if spec.folder is None:
-        if name == "glyphs":
-            return glyph_bundle(resolution, seed=seed)
+    if name == "glyphs":
+        return glyph_bundle(resolution, seed=seed)
+    if name == "digits":
         from tinytl.data.digits import load_digits_split
 
-        train, test = load_digits_split(seed)
-        return DataBundle(spec, train.with_transform(train_tf), test.with_transform(test_tf), train.classes)
+        return _in_memory_bundle(spec, *load_digits_split(seed), resolution)
+    train_tf = train_transform(resolution, spec.crop_scale, spec.flip, spec.jitter)
+    test_tf = test_transform(resolution)
     if not data_root:
         raise TinyTLError(f"dataset {name!r} is read from local files: pass --data-root DIR "
                           f"(expected DIR/{spec.folder})")
