@@ -1,4 +1,5 @@
-"""Analysis speed: cold walk, warm re-analysis, and the `memory --json` process against bare imports.
+"""Analysis speed: cold walk, warm re-analysis, the pytorch view's step recording (first analysis of a
+policy) and its warm re-analysis, and the `memory --json` process against bare imports.
 
 python benchmarks/analysis_speed.py
 """
@@ -31,13 +32,21 @@ def process_seconds(argv: list[str], repeat: int = 3) -> float:
 
 
 def main() -> None:
-    print("| backbone | walk, cold (s) | analyze `bias`, warm walk (ms) |")
-    print("|---|---|---|")
+    print("| backbone | walk, cold (s) | analyze `bias`, warm walk (ms) | pytorch view: record `bias` / `full` (s) "
+          "| pytorch view, warm `bias` (ms) |")
+    print("|---|---|---|---|---|")
     for name, res in BACKBONES.items():
         cold = timed(lambda: trace_backbone(name, res, 102), repeat=3)
         trace = cached_trace(name, res, 102, True, "gn")
         warm = timed(lambda: analyze(trace, "bias", 8), repeat=20)
-        print(f"| {name} | {cold:.3f} | {warm * 1e3:.1f} |")
+        first = {}
+        for policy in ("bias", "full"):
+            start = time.perf_counter()
+            analyze(trace, policy, 8, view="pytorch")
+            first[policy] = time.perf_counter() - start
+        recorded = timed(lambda: analyze(trace, "bias", 8, view="pytorch"), repeat=20)
+        print(f"| {name} | {cold:.3f} | {warm * 1e3:.1f} | {first['bias']:.2f} / {first['full']:.2f} | "
+              f"{recorded * 1e3:.1f} |", flush=True)
     imports = process_seconds([sys.executable, "-c", "import torch, torchvision"])
     cli = process_seconds([sys.executable, "-m", "tinytl", "memory", "--json"])
     print(f"\nprocess: `import torch, torchvision` {imports:.2f} s; `python -m tinytl memory --json` {cli:.2f} s "

@@ -1,9 +1,10 @@
-"""Realised memory (issue 4): paper theory vs stock PyTorch vs the engine, measured on real training steps.
+"""Realised memory (issues 4, 13): paper theory vs stock PyTorch vs checkpointing vs the engine, on real steps.
 
 For each norm mode and policy: saved-activation bytes (the views' predictions and what autograd really
-kept), peak live bytes during forward + backward, best step time (forward + backward + Adam), and the
-largest gradient difference between stock and engine. Then the issue's Must-show checks, computed from
-the same run. Example (the issue's setting; long on 2 shared cores):
+kept), peak live bytes during forward + backward, step time (forward + backward, median of interleaved
+rounds), and the largest gradient difference from stock. `checkpoint` is stock PyTorch with
+torch.utils.checkpoint(use_reentrant=False) on the blocks the recompute mode re-runs (no view predicts
+it). Then the issue's Must-show checks, computed from the same run. Example (long on 2 shared cores):
 
     python benchmarks/realised_memory.py --resolution 224 --batch-size 8 --classes 102
 """
@@ -39,26 +40,30 @@ def measure_grid(backbone: str, policies: list[str], norms: list[str], resolutio
                                                engine_modes=("exact", "recompute"), timing_steps=timing_steps)
             paper = analyze(trace, policy, batch_size, view="paper").stored_activation_bytes
             row = {"norm": norm, "policy": policy, "paper_saved": paper, "stock": exact.pytorch.to_dict(),
-                   "exact": exact.engine.to_dict(), "recompute": recompute.engine.to_dict(),
-                   "grad_diff": max(exact.max_grad_abs_diff, recompute.max_grad_abs_diff),
+                   "checkpoint": exact.checkpoint.to_dict(), "exact": exact.engine.to_dict(),
+                   "recompute": recompute.engine.to_dict(),
+                   "grad_diff": max(exact.max_grad_abs_diff, recompute.max_grad_abs_diff,
+                                    exact.checkpoint_max_grad_abs_diff),
                    "grad_scale": exact.grad_scale}
             rows.append(row)
             print(_table_line(row), flush=True)
     return rows
 
 
-TABLE_HEAD = ("| norm | policy | paper saved | stock pred / meas | exact pred / meas | recompute pred / meas "
-              "| peak stock / exact / recompute | step s stock / exact / recompute | max grad diff (scale) |\n"
-              "|---|---|---|---|---|---|---|---|---|")
+TABLE_HEAD = ("| norm | policy | paper saved | stock pred / meas | checkpoint meas | exact pred / meas "
+              "| recompute pred / meas | peak stock / checkpoint / exact / recompute "
+              "| step s stock / checkpoint / exact / recompute | max grad diff (scale) |\n"
+              "|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _table_line(r: dict) -> str:
-    s, e, c = r["stock"], r["exact"], r["recompute"]
+    s, k, e, c = r["stock"], r["checkpoint"], r["exact"], r["recompute"]
     pair = lambda m: f"{_mb(m['predicted_saved_activation_bytes'])} / {_mb(m['saved_activation_bytes'])}"  # noqa: E731
-    return (f"| {r['norm']} | {r['policy']} | {_mb(r['paper_saved'])} | {pair(s)} | {pair(e)} | {pair(c)} | "
-            f"{_mb(s['peak_bytes'])} / {_mb(e['peak_bytes'])} / {_mb(c['peak_bytes'])} | "
-            f"{s['step_seconds']:.2f} / {e['step_seconds']:.2f} / {c['step_seconds']:.2f} | "
-            f"{r['grad_diff']:.1e} ({r['grad_scale']:.1e}) |")
+    return (f"| {r['norm']} | {r['policy']} | {_mb(r['paper_saved'])} | {pair(s)} | {_mb(k['saved_activation_bytes'])} "
+            f"| {pair(e)} | {pair(c)} | "
+            f"{_mb(s['peak_bytes'])} / {_mb(k['peak_bytes'])} / {_mb(e['peak_bytes'])} / {_mb(c['peak_bytes'])} | "
+            f"{s['step_seconds']:.2f} / {k['step_seconds']:.2f} / {e['step_seconds']:.2f} / "
+            f"{c['step_seconds']:.2f} | {r['grad_diff']:.1e} ({r['grad_scale']:.1e}) |")
 
 
 def must_show(rows: list[dict]) -> list[str]:
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", type=int, default=102)
     p.add_argument("--policies", default=",".join(POLICIES))
     p.add_argument("--norms", default=",".join(NORMS))
-    p.add_argument("--timing-steps", type=int, default=2)
+    p.add_argument("--timing-steps", type=int, default=3, help="interleaved timing rounds (median reported)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     p.add_argument("--json-out", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)

@@ -124,3 +124,15 @@ def test_runs_page_table_curves_scatter_delete(store):
 def test_runs_page_empty(store):
     at = open_page(RUNS)
     assert not at.exception and any("No runs yet" in i.value for i in at.info)
+
+
+def test_finetune_page_defaults_to_the_engine_and_shows_stock_beside_measured(store):
+    at = open_page(FINETUNE)
+    assert at.selectbox(key="ft_engine").value == "auto"
+    at = start(at, ft_policy="last", ft_epochs=1, ft_batch_size=128)  # short: the engine still runs it
+    run = wait_until_ended(store, at.session_state["ft_run_id"])
+    assert run["status"] == "done" and run["settings"]["engine"] == "tinytl-recompute"
+    at.run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Measured peak (one step, tinytl-recompute)"] == f"{run['measured_peak_bytes'] / 1e6:.1f} MB"
+    assert metrics["Stock PyTorch would take"] == f"{run['predicted']['pytorch']:.1f} MB"

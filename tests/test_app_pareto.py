@@ -53,9 +53,24 @@ def test_pareto_page_search_and_inspect(predictor_file, tmp_path, monkeypatch):
     assert any("Best within 7 MB" in s.value for s in at.success)
     front = next(t for t in _figure(at)["data"] if t["name"] == "Pareto front")
     assert front["x"] and max(front["x"]) <= 7.0
+    best = next(t for t in _figure(at)["data"] if t["name"] == "searched best")
+    assert best["y"] == [max(front["y"])] and best["x"][0] <= 7.0
 
     pick = at.selectbox(key="pareto_pick")
     pick.set_value(pick.options[-1]).run()
     assert any("Training memory" in m.label for m in at.metric)
     layer_fig = json.loads(at.get("plotly_chart")[-1].proto.spec)
     assert "peak" in layer_fig["layout"]["title"]["text"]
+
+    # "measure this point": inherited-weight test accuracy beside the prediction, as `evaluate` computes it
+    at.button(key="pareto_measure").click().run()
+    assert not at.exception and not at.error
+    measured = next(m for m in at.metric if m.label == "Measured accuracy")
+    subnet = next(c.value for c in at.code)
+    from tinytl.models.supernet import parse_subnet
+    from tinytl.train.adapt import load_adapted, subnet_test_accuracy
+
+    resolution = int(at.subheader[0].value.split()[-2])
+    expected = subnet_test_accuracy(load_adapted(), parse_subnet(subnet), resolution)["accuracy"]
+    assert measured.value == f"{expected:.1%}"
+    assert any(m.label == "Predicted accuracy" for m in at.metric)

@@ -25,7 +25,8 @@ def test_table_output(capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--backbone", "nope"], "valid: proxylessnas_mobile"),
+    (["--backbone", "nope"], "--list-backbones"),
+    (["--backbone", "resnet5"], "closest: resnet50"),
     (["--policy", "nope"], "valid: full, last"),
     (["--resolution", "16"], "resolution"),
     (["--resolution", "abc"], "invalid int"),
@@ -40,6 +41,20 @@ def test_bad_input_exit_2_one_line(argv, needle):
     assert needle in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_list_backbones(capsys):
+    assert main(["memory", "--list-backbones"]) == 0
+    names = capsys.readouterr().out.split()
+    assert names[0] == "proxylessnas_mobile" and {"squeezenet1_0", "regnet_y_128gf", "vit_b_16"} <= set(names)
+
+
+def test_pytorch_view_on_models_it_once_refused(capsys):
+    for backbone, res in (("squeezenet1_0", 32), ("inception_v3", 75)):
+        assert main(["memory", "--backbone", backbone, "--resolution", str(res), "--norm", "bn",
+                     "--no-lite-residual", "--policy", "bias", "--view", "pytorch", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["total_bytes"] == out["peak_activation_bytes"] + out["param_bytes"] + out["state_bytes"]
 
 
 def test_help_lists_commands():

@@ -1,4 +1,5 @@
-"""Pair collection: deterministic specs, and 2 torchrun processes give exactly the pairs 1 process gives."""
+"""Pair collection: deterministic specs, scoring by inherited weights (no training), and 2 torchrun processes
+give exactly the pairs 1 process gives."""
 
 import json
 import os
@@ -9,10 +10,32 @@ import pytest
 import torch
 
 from tinytl.models.supernet import ProxylessSuperNet, save_supernet
-from tinytl.search.collect import pair_specs
+from tinytl.search.collect import PairSpec, Protocol, ValidationSlices, measure_pair, pair_specs
+from tinytl.train.adapt import save_adapted
 
-ARGS = ["--adapted", "none", "--pairs", "4", "--resolutions", "32", "--finetune-fraction", "0.02",
-        "--val-images", "24", "--seed", "3"]
+ARGS = ["--pairs", "4", "--resolutions", "32,40", "--val-images", "24", "--seed", "3"]
+
+
+def _adapted(tmp_path):
+    torch.manual_seed(0)
+    net = ProxylessSuperNet(10)
+    save_supernet(net, tmp_path / "supernet.pt", {"made_by": "test"})
+    save_adapted(net, tmp_path / "fa.pt", tmp_path / "supernet.pt", {"made_by": "test", "seed": 0})
+    return net, tmp_path / "fa.pt"
+
+
+def test_a_pair_is_scored_with_inherited_weights_and_no_optimizer_step(tmp_path, monkeypatch):
+    net, _ = _adapted(tmp_path)
+    steps = []
+    monkeypatch.setattr(torch.optim.Optimizer, "step", lambda *a, **k: steps.append(1))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    spec = pair_specs(1, [32], seed=0)[0]
+    slices = ValidationSlices(Protocol(val_images=24))
+    pair = measure_pair(net, spec, slices)
+    assert steps == [] and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert pair["val_images"] == 24 and 0 <= pair["accuracy"] <= 1
+    again = measure_pair(net, PairSpec(7, spec.subnet, spec.resolution), slices)
+    assert again["accuracy"] == pair["accuracy"] and again["index"] == 7
 
 
 def test_pair_specs_are_fixed_by_seed():
@@ -23,11 +46,9 @@ def test_pair_specs_are_fixed_by_seed():
 
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
-    torch.manual_seed(0)
-    ckpt = tmp_path / "supernet.pt"
-    save_supernet(ProxylessSuperNet(10), ckpt, {"made_by": "test"})
+    _, adapted = _adapted(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ARGS + ["--supernet", str(ckpt)]
+    args = ARGS + ["--adapted", str(adapted)]
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     subprocess.run([sys.executable, "-m", "tinytl", "collect", *args, "--out", str(one)], check=True, env=env,
                    timeout=300)

@@ -98,7 +98,7 @@ def test_cli_corrupt_checkpoint_and_missing_data_root_exit_2(tmp_path):
                          (["--dataset", "flowers102", "--data-root", str(tmp_path)], "flowers-102"),
                          (["--dataset", "cifar10"], "--data-root"),
                          (["--weights", str(tmp_path / "missing.pt")], "does not exist"),
-                         (["--frozen-bits", "8"], "--engine tinytl")):
+                         (["--frozen-bits", "8", "--engine", "pytorch"], "--engine tinytl")):
         proc = _cli(*argv, tmp_path=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert needle in proc.stderr and "Traceback" not in proc.stderr
@@ -114,3 +114,15 @@ def test_engine_view_is_priced_in_the_runs_engine_mode():
         expected = profile_memory("proxylessnas_mobile", "bias", 64, 32, 10, 32, True, "gn", "engine", mode=mode)
         assert predicted["engine"] == pytest.approx(expected.total_mb)
     assert recompute["engine"] < exact["engine"]  # GN under bias: recompute keeps far less (issue 4)
+
+
+def test_default_run_is_on_the_engine_and_leaner_than_stock():
+    runs = {}
+    for engine in ("auto", "pytorch"):
+        prepared = prepare_run(FinetuneSettings(engine=engine, **TINY))
+        runs[prepared.settings.engine] = execute_run(prepared)
+    assert set(runs) == {"tinytl-recompute", "pytorch"}  # the default under GroupNorm: recompute
+    engine, stock = runs["tinytl-recompute"], runs["pytorch"]
+    assert engine["saved_activation_bytes"] * 5 < stock["saved_activation_bytes"]
+    assert engine["measured_peak_bytes"] < stock["measured_peak_bytes"]
+    assert engine["predicted_memory_mb_by_view"]["pytorch"] == stock["predicted_memory_mb_by_view"]["pytorch"]

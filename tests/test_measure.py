@@ -10,7 +10,7 @@ from torch import nn
 from tinytl.cli import main
 from tinytl.memory import VIEWS
 from tinytl.memory.measure import (LivePeakTracker, SavedTensorCounter, count_saved_activations,
-                                   measure_training_step)
+                                   interleaved_times, measure_training_step)
 from tinytl.models import build_model
 from tinytl.policies import apply_policy
 
@@ -97,6 +97,18 @@ def test_training_step_stock_vs_engine(norm, policy, mode):
     assert engine.peak_bytes < stock.peak_bytes
     if "engine" in VIEWS:
         assert engine.saved_activation_bytes == pytest.approx(engine.predicted_saved_activation_bytes, rel=0.05)
+    ckpt = result.checkpoint  # stock layers, the recompute mode's blocks checkpointed: stock's gradients
+    assert result.checkpoint_max_grad_abs_diff <= 1e-5 * max(result.grad_scale, 1.0)
+    assert ckpt.loss == pytest.approx(stock.loss, rel=1e-5)
+    assert ckpt.saved_activation_bytes < stock.saved_activation_bytes and ckpt.peak_bytes < stock.peak_bytes
+
+
+def test_interleaved_times_rotate_contenders_and_take_medians():
+    order = []
+    steps = {name: (lambda n=name: order.append(n)) for name in ("a", "b", "c")}
+    times = interleaved_times(steps, rounds=3, warmup=1)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]  # the first round is untimed
+    assert set(times) == {"a", "b", "c"} and all(w >= 0 and c >= 0 for w, c in times.values())
 
 
 def test_measure_cli_json(capsys):
@@ -104,13 +116,15 @@ def test_measure_cli_json(capsys):
                "--norm", "bn-frozen", "--timing-steps", "1", "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    for name in ("pytorch", "engine"):
-        for key in ("saved_activation_bytes", "predicted_saved_activation_bytes", "peak_bytes", "step_seconds"):
+    for name in ("pytorch", "checkpoint", "engine"):
+        for key in ("saved_activation_bytes", "predicted_saved_activation_bytes", "peak_bytes", "step_seconds",
+                    "step_cpu_seconds", "loss"):
             assert key in out[name]
         assert out[name]["saved_activation_bytes"] > 0 and out[name]["step_seconds"] > 0
     assert out["pytorch"]["saved_activation_bytes"] == pytest.approx(
         out["pytorch"]["predicted_saved_activation_bytes"], rel=0.05)
     assert out["max_grad_abs_diff"] <= 1e-5 * max(out["grad_scale"], 1.0)
+    assert out["checkpoint_max_grad_abs_diff"] <= 1e-5 * max(out["grad_scale"], 1.0)
     assert (out["policy"], out["norm"], out["engine_mode"], out["device"]) == ("lite+bias", "bn-frozen", "exact", "cpu")
 
 

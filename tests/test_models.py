@@ -78,6 +78,24 @@ def test_backbone_without_hosts_has_no_lite():
     assert not has_lite_residual(build_model("vgg11", 10, device="meta"))
 
 
-def test_unknown_backbone():
-    with pytest.raises(TinyTLError, match="valid: proxylessnas_mobile"):
-        build_model("nope", 10)
+def test_unknown_backbone_names_the_closest_and_the_listing_command():
+    with pytest.raises(TinyTLError) as err:
+        build_model("resnet5", 10)
+    message = str(err.value)
+    assert "closest: resnet50" in message and "python -m tinytl memory --list-backbones" in message
+    assert "\n" not in message and len(message) < 200
+
+
+def test_every_builder_runs_on_the_meta_device():
+    # RegNet computes its widths with tensors: they run on the CPU, every parameter is on meta
+    model = build_model("regnet_y_128gf", 100_000, device="meta")
+    assert all(t.device.type == "meta" for t in (*model.parameters(), *model.buffers()))
+    assert sum(p.numel() for p in model.parameters()) > 1e9
+
+
+def test_a_convolutional_classifier_is_the_classifier():
+    from tinytl.policies import classifier_name, trainable_names
+
+    model = build_model("squeezenet1_1", 10, device="meta")
+    assert classifier_name(model) == "classifier.1"
+    assert trainable_names(model, "last") == {"classifier.1.weight", "classifier.1.bias"}

@@ -82,3 +82,16 @@ def test_shipped_predictor_beats_the_mean_and_its_metrics_reproduce():
     assert again["rmse"] == pytest.approx(m["rmse"], rel=1e-3)
     assert again["mean_rmse"] == pytest.approx(m["mean_rmse"], rel=1e-6)
     assert again["kendall_tau"] == pytest.approx(m["kendall_tau"], abs=1e-6)
+    assert again["within_resolution_kendall_tau"] == pytest.approx(m["within_resolution_kendall_tau"], abs=1e-6)
+
+
+def test_within_resolution_tau_ranks_sub_nets_inside_each_resolution():
+    """Accuracy set by depth inside every resolution: the per-resolution ranking is recorded and positive;
+    shuffled accuracies inside each resolution rank near zero."""
+    m = train_predictor(synthetic_pairs(200), epochs=200).metrics
+    assert set(m["kendall_tau_by_resolution"]) == {"32", "48", "64"}
+    assert m["within_resolution_kendall_tau"] == pytest.approx(np.mean(list(m["kendall_tau_by_resolution"].values())))
+    assert m["within_resolution_kendall_tau"] > 0.4
+    rng = random.Random(2)
+    noise = [{**p, "accuracy": p["resolution"] / 100 + rng.gauss(0, 0.01)} for p in synthetic_pairs(200)]
+    assert abs(train_predictor(noise, epochs=200).metrics["within_resolution_kendall_tau"]) < 0.3

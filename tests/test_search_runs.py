@@ -3,7 +3,7 @@
 import torch
 
 from tinytl.models.supernet import ProxylessSuperNet, save_supernet, smallest_subnet
-from tinytl.search.adapt import load_adapted, save_adapted
+from tinytl.train.adapt import load_adapted, save_adapted
 from tinytl.search.runs import measured_accuracy, prepare_subnet_run
 from tinytl.train.runner import execute_run
 from tinytl.train.store import RunStore

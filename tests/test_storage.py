@@ -8,7 +8,7 @@ import torch
 
 from tinytl.errors import TinyTLError
 from tinytl.models.supernet import ProxylessSuperNet, load_supernet, save_supernet
-from tinytl.search.adapt import load_adapted
+from tinytl.train.adapt import load_adapted
 from tinytl.search.predictor import load_predictor
 from tinytl.storage import load_file, to_float, to_half
 

@@ -109,18 +109,3 @@ def test_memory_cli_subnet(capsys):
     assert "subnet" in capsys.readouterr().err
     assert main(["memory", "--backbone", "proxylessnas_mobile", "--subnet", subnet]) == 2
     assert "only to the 'supernet' backbone" in capsys.readouterr().err
-
-
-def test_pretrain_supernet_records_and_widens_its_source_task(tmp_path):
-    import io
-
-    from tinytl.models.supernet import load_supernet
-    from tinytl.search.pretrain import pretrain_supernet
-
-    first = pretrain_supernet(tmp_path / "a.pt", per_class=2, classes=3, log=io.StringIO())
-    meta = pretrain_supernet(tmp_path / "b.pt", per_class=1, classes=55, low_res=(8,), init=tmp_path / "a.pt",
-                             log=io.StringIO())
-    wide = load_supernet(tmp_path / "b.pt")
-    assert wide.classifier[1].out_features == 55 and meta["source_classes"] == 55 and meta["low_res"] == [8]
-    assert meta["continued_from"]["source_classes"] == first["source_classes"] == 3
-    assert set(meta["source_test_accuracy"]) == {"largest", "smallest"}

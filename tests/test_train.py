@@ -80,7 +80,7 @@ def test_train_rejects_bad_settings(kwargs, needle):
 
 @pytest.mark.parametrize("change,needle", [
     ({"epochs": 0}, "epochs"), ({"resolution": 16}, "resolution"), ({"engine": "jax"}, "engine"),
-    ({"frozen_bits": 8}, "--engine tinytl"), ({"policy": "nope"}, "unknown policy"),
+    ({"frozen_bits": 8, "engine": "pytorch"}, "--engine tinytl"), ({"policy": "nope"}, "unknown policy"),
     ({"label_smoothing": 1.0}, "label smoothing"), ({"backbone": "nope"}, "unknown backbone")])
 def test_settings_validation(change, needle):
     with pytest.raises(TinyTLError, match=needle):
@@ -205,3 +205,11 @@ def test_pretrain_refuses_a_foreign_init(tmp_path):
         pretrain(tmp_path / "out.pt", resolution=32, classes=3, per_class=1, init=tmp_path / "mbv2.pt",
                  log=io.StringIO())
     assert not (tmp_path / "out.pt").exists()
+
+
+@pytest.mark.parametrize("norm,engine", [("gn", "tinytl-recompute"), ("bn", "tinytl-recompute"),
+                                         ("bn-frozen", "tinytl")])
+def test_default_engine_is_the_leanest_mode_for_the_norm(norm, engine):
+    assert FinetuneSettings().engine == "auto"
+    assert FinetuneSettings(norm=norm).validate().engine == engine
+    assert FinetuneSettings(norm=norm, engine="pytorch").validate().engine == "pytorch"  # one option away

@@ -24,10 +24,13 @@ Policy = str | Sequence[str]
 
 
 def classifier_name(model: nn.Module) -> str:
-    """Name of the classifier: the last nn.Linear in module order (the head every backbone gets anew)."""
+    """Name of the classifier: the last nn.Linear in module order (the head every backbone gets anew), or
+    the last convolution for a model with a convolutional classifier (SqueezeNet)."""
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise TinyTLError("model has no nn.Linear classifier")
+        linears = [name for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    if not linears:
+        raise TinyTLError("model has no nn.Linear or convolutional classifier")
     return linears[-1]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -20,12 +22,44 @@ def to_float(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def save_file(obj: dict, path: str | Path) -> int:
-    """torch.save into `path` (parents created); return the file size in bytes."""
-    path = Path(path)
+def check_output_path(path: str | Path, what: str = "output file") -> Path:
+    """`path` if a file can be written there (checked before any work starts), else one TinyTLError line."""
+    path = Path(path).expanduser()
+    if not str(path) or path.is_dir() or (path.exists() and not path.is_file()):
+        raise TinyTLError(f"{what} {str(path)!r} is not a regular file path")
+    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise TinyTLError(f"{what} {str(path)!r} cannot be written ({parent} is not a writable folder)")
+    return path
+
+
+def _write_atomic(path: str | Path, write) -> int:
+    """Write through a temporary file in the same folder, then rename: a failed write leaves the old file intact."""
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise TinyTLError(f"cannot write {path}: {err.strerror or err}") from None
+        raise
     return path.stat().st_size
+
+
+def save_file(obj: dict, path: str | Path) -> int:
+    """torch.save into `path` atomically (parents created); return the file size in bytes."""
+    return _write_atomic(path, lambda handle: torch.save(obj, handle))
+
+
+def write_text(text: str, path: str | Path) -> int:
+    """Write a text file atomically (parents created); return its size in bytes."""
+    return _write_atomic(path, lambda handle: handle.write(text.encode()))
 
 
 def load_file(path: str | Path, what: str = "checkpoint", keys: Iterable[str] = ()) -> object:

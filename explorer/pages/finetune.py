@@ -14,6 +14,8 @@ from tinytl.train.store import RunStore
 RUN_KEY = "ft_run_id"
 WEIGHTS = ("shipped", "none", "file")
 DEFAULTS = FinetuneSettings()
+ENGINE_LABELS = {"auto": "auto: the engine, leanest mode for the norm", "pytorch": "stock PyTorch",
+                 "tinytl": "engine, exact", "tinytl-recompute": "engine, recompute"}
 
 
 def curves(run: dict) -> go.Figure:
@@ -47,7 +49,8 @@ with st.form("ft_form"):
                             format_func={"shipped": "shipped glyph checkpoint", "none": "random init",
                                          "file": "state-dict file / torchvision name"}.get)
     weights_path = mid.text_input("Weights file or torchvision weight name", key="ft_weights_path")
-    engine = mid.selectbox("Engine", ENGINES, key="ft_engine")
+    engine = mid.selectbox("Engine", ENGINES, index=ENGINES.index(DEFAULTS.engine), key="ft_engine",
+                           format_func=ENGINE_LABELS.get)
     epochs = right.number_input("Epochs", 1, 200, DEFAULTS.epochs, key="ft_epochs")
     resolution = right.number_input("Resolution", 32, 512, DEFAULTS.resolution, step=8, key="ft_resolution")
     batch_size = right.number_input("Batch size", 1, 512, DEFAULTS.batch_size, key="ft_batch_size")
@@ -91,15 +94,20 @@ def live_run() -> None:
         st.error(f"run #{run_id} failed: {run['error']}")
     elif run["status"] != status:
         st.rerun()  # finished since the page drew: redraw once without the timer
-    cols = st.columns(4)
+    cols = st.columns(5)
     acc = run["final_accuracy"] if run["final_accuracy"] is not None else (
         run["history"][-1]["test_accuracy"] if run["history"] else None)
     cols[0].metric("Test accuracy", f"{acc:.1%}" if acc is not None else "–")
     peak = run["measured_peak_bytes"]
-    cols[1].metric("Measured peak (one step)", f"{peak / 1e6:.1f} MB" if peak else "–")
+    engine = run["settings"].get("engine", "pytorch")
+    cols[1].metric(f"Measured peak (one step, {engine})", f"{peak / 1e6:.1f} MB" if peak else "–")
+    stock = (run.get("predicted") or {}).get("pytorch")
+    cols[2].metric("Stock PyTorch would take", f"{stock:.1f} MB" if stock is not None else "–",
+                   delta=f"{stock / (peak / 1e6):.1f}x the measured peak" if stock and peak else None,
+                   delta_color="off", help="the pytorch view's prediction for the same setting")
     saved = run["saved_activation_bytes"]
-    cols[2].metric("Saved activations", f"{saved / 1e6:.1f} MB" if saved else "–")
-    cols[3].metric("Predicted (paper view)",
+    cols[3].metric("Saved activations", f"{saved / 1e6:.1f} MB" if saved else "–")
+    cols[4].metric("Predicted (paper view)",
                    f"{run['predicted_memory_mb']:.1f} MB" if run["predicted_memory_mb"] is not None else "–")
     if run["history"]:
         st.plotly_chart(curves(run), key="ft_curves")

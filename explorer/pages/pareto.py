@@ -16,9 +16,12 @@ from tinytl.search.evolution import SearchSettings, pareto_front, random_points,
 from tinytl.search.memory import subnet_memory_bytes
 from tinytl.search.predictor import load_predictor, quality_warning
 from tinytl.search.runs import measured_accuracy, prepare_subnet_run, start_subnet_run
+from tinytl.search.space import encode
+from tinytl.train.adapt import load_adapted, subnet_test_accuracy
 from tinytl.train.store import RunStore
 
 SEARCH_KEY = "pareto_search_result"
+MEASURED_KEY = "pareto_measured_points"
 RUN_KEY = "pareto_run_id"
 COLORS = {"ok": "#4C78A8", "over": "#BAB0AC", "front": "#E45756", "measured": "#54A24B", "budget": "#1F2A44"}
 HOVER = ("<b>%{customdata[6]}</b><br>memory %{customdata[3]:.2f} MB · accuracy %{customdata[4]:.1%}"
@@ -29,6 +32,11 @@ HOVER = ("<b>%{customdata[6]}</b><br>memory %{customdata[3]:.2f} MB · accuracy 
 @st.cache_resource
 def predictor(path: str):
     return load_predictor(path or None)
+
+
+@st.cache_resource
+def adapted_supernet():
+    return load_adapted()
 
 
 @st.cache_data
@@ -51,8 +59,9 @@ CUSTOM = ["subnet", "source", "resolution", "memory MB", "accuracy", "depths", "
 
 
 def figure(points: pd.DataFrame, front: pd.DataFrame, measured: pd.DataFrame, budget: float, devices,
-           show_dominated: bool) -> go.Figure:
-    """Scatter of sub-nets (over-budget styled apart), the front as a line, measured runs, budget lines."""
+           show_dominated: bool, best: pd.DataFrame | None = None) -> go.Figure:
+    """Scatter of sub-nets (over-budget styled apart), the front as a line, the searched best as a star,
+    measured runs, budget lines."""
     fig = go.Figure()
     if not show_dominated:
         points = points.iloc[pareto_front(points["memory MB"].to_numpy(), points["accuracy"].to_numpy())]
@@ -70,6 +79,11 @@ def figure(points: pd.DataFrame, front: pd.DataFrame, measured: pd.DataFrame, bu
         fig.add_scatter(x=measured["memory MB"].tolist(), y=measured["accuracy"].tolist(), mode="markers",
                         name="measured (fine-tune run)", marker=dict(color=COLORS["measured"], size=12, symbol="diamond"),
                         customdata=measured[CUSTOM].values.tolist(), hovertemplate=HOVER)
+    if best is not None and len(best):
+        fig.add_scatter(x=best["memory MB"].tolist(), y=best["accuracy"].tolist(), mode="markers",
+                        name="searched best", marker=dict(color="#F58518", size=18, symbol="star",
+                                                          line=dict(width=1, color="white")),
+                        customdata=best[CUSTOM].values.tolist(), hovertemplate=HOVER)
     fig.add_vline(x=budget, line=dict(color=COLORS["budget"], width=2), annotation_text=f"budget {budget:g} MB")
     for device in devices:
         fig.add_vline(x=device.budget_mb, line=dict(color="#9D755D", dash="dot"),
@@ -97,7 +111,9 @@ st.caption(
     f"{provenance.get('dataset', '?')}:"
     f" held-out RMSE {metrics['rmse']:.2%} (predicting the mean: {metrics['mean_rmse']:.2%}"
     + (f", each resolution's mean: {metrics['resolution_mean_rmse']:.2%}" if "resolution_mean_rmse" in metrics else "")
-    + f"), Kendall tau {metrics['kendall_tau']:.2f} on {metrics['test_pairs']} held-out pairs.")
+    + f"), Kendall tau {metrics['kendall_tau']:.2f} on {metrics['test_pairs']} held-out pairs"
+    + (f", {metrics['within_resolution_kendall_tau']:.2f} within one resolution (mean over resolutions)"
+       if "within_resolution_kendall_tau" in metrics else "") + ".")
 
 if warning := quality_warning(metrics):
     st.warning(f"This predictor: {warning}. Treat the accuracy axis accordingly.")
@@ -150,8 +166,10 @@ for (key, res), info in measured_accuracy(RunStore()).items():
                                         "predicted_accuracy": info["accuracy"]}], f"run #{info['run_id']} (measured)"))
 measured = pd.concat(measured_parts) if measured_parts else pd.DataFrame(columns=CUSTOM)
 
+best_frame = point_frame([result["best"]], "searched best (predicted)") if result else None
 event = st.plotly_chart(figure(points, front, measured, budget, [d for d in DEVICES if d.name in device_names],
-                               show_dominated), key="pareto_chart", on_select="rerun", selection_mode="points")
+                               show_dominated, best_frame), key="pareto_chart", on_select="rerun",
+                        selection_mode="points")
 st.caption("Hover a point for its configuration; click one to inspect it below (or pick a front point).")
 
 clicked = [p for p in (event.selection.points if event and event.selection else []) if p.get("customdata")]
@@ -160,6 +178,7 @@ labels = {f"{r['memory MB']:.2f} MB · {r['accuracy']:.1%} · {r['resolution']} 
 choice = st.selectbox("Front point to inspect", list(labels), key="pareto_pick") if labels else None
 if clicked:
     subnet, resolution = clicked[0]["customdata"][0], int(clicked[0]["customdata"][2])
+    st.caption("Inspecting the point clicked in the chart (clear the selection to inspect the front point above).")
 elif choice:
     subnet, resolution = labels[choice]
 else:
@@ -175,6 +194,26 @@ st.metric("Training memory (layer walk of the extracted sub-net)", f"{report.tot
 st.plotly_chart(charts.layer_chart(table, report.peak_index, "#54A24B",
                                    f"peak {report.activation_mb:.2f} MB at {report.peak_layer}"),
                 key="pareto_layer_chart")
+
+predicted = min(max(float(model.predict(encode(parse_subnet(subnet), resolution, model.resolutions)[None, :])[0]),
+                    0.0), 1.0)
+m1, m2, m3 = st.columns([1, 1, 2])
+m1.metric("Predicted accuracy", f"{predicted:.1%}", help="the accuracy predictor's estimate for this point")
+measured_points = st.session_state.setdefault(MEASURED_KEY, {})
+if m3.button("Measure this point", key="pareto_measure",
+             help="held-out test accuracy of this sub-net with the weights it inherits from the adapted super-net "
+                  "(`python -m tinytl evaluate`; a few seconds, no training)"):
+    try:
+        with st.spinner("Scoring the sub-net on the held-out test split…"):
+            measured_points[(subnet, resolution)] = subnet_test_accuracy(adapted_supernet(), parse_subnet(subnet),
+                                                                         resolution)
+    except TinyTLError as err:
+        st.error(str(err))
+if (subnet, resolution) in measured_points:
+    got = measured_points[(subnet, resolution)]
+    m2.metric("Measured accuracy", f"{got['accuracy']:.1%}", delta=f"{100 * (got['accuracy'] - predicted):+.1f} pts "
+              "vs predicted", delta_color="off", help=f"on {got['test_images']} held-out {got['dataset']} images, "
+                                                     "inherited weights")
 
 f1, f2 = st.columns([1, 3])
 epochs = int(f1.number_input("Fine-tune epochs", 1, 50, 2, key="pareto_ft_epochs"))

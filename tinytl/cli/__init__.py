@@ -11,7 +11,8 @@ from tinytl.errors import TinyTLError
 
 # Each module defines add_parser(subparsers) and sets the subcommand's `func(args) -> int`.
 COMMAND_MODULES = ("tinytl.cli.memory_cmd", "tinytl.cli.measure_cmd", "tinytl.cli.finetune_cmd", "tinytl.cli.pretrain_cmd",
-                   "tinytl.cli.search_cmd", "tinytl.cli.collect_cmd")
+                   "tinytl.cli.supernet_cmd", "tinytl.cli.search_cmd", "tinytl.cli.collect_cmd",
+                   "tinytl.cli.evaluate_cmd")
 
 
 class OneLineParser(argparse.ArgumentParser):

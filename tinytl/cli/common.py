@@ -17,6 +17,14 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def float_list(text: str) -> list[float]:
+    """'1e-3,5e-4' -> [0.001, 0.0005] (argparse type)."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def add_model_args(parser: argparse.ArgumentParser, default_policy: str = "lite+bias") -> None:
     """--backbone, --policy, --resolution, --batch-size, --classes, --no-lite-residual, --norm."""
     parser.add_argument("--backbone", default="proxylessnas_mobile",

@@ -33,7 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="initial Adam learning rate (default: the dataset's)")
     p.add_argument("--label-smoothing", type=float, default=None, help="default: the dataset's")
     p.add_argument("--engine", choices=ENGINES, default=DEFAULTS.engine,
-                   help="pytorch: stock autograd; tinytl: the memory-lean engine")
+                   help="auto (default): the memory-lean engine in the mode that keeps least for the norm "
+                        "(recompute for gn / bn, exact for bn-frozen); pytorch: stock autograd; tinytl: exact; "
+                        "tinytl-recompute: recompute")
     p.add_argument("--frozen-bits", type=int, default=None, help="quantize frozen weights (needs --engine tinytl)")
     p.add_argument("--no-lite-residual", dest="lite_residual", action="store_false")
     p.add_argument("--norm", choices=NORMS, default=DEFAULTS.norm)
@@ -89,9 +91,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"run {summary['run_id']} {summary['status']}: {prepared.settings.policy} on {prepared.settings.dataset} "
           f"({summary['weights']}), test accuracy {summary['final_accuracy']:.4f}, "
           f"{summary['train_seconds']:.1f}s training")
-    print(f"memory: measured peak {peak / 1e6:.1f} MB, saved activations "
+    stock = summary["predicted_memory_mb_by_view"].get("pytorch")
+    print(f"memory: measured peak {peak / 1e6:.1f} MB on {prepared.settings.engine}, saved activations "
           f"{summary['saved_activation_bytes'] / 1e6:.1f} MB (one step, batch {prepared.settings.batch_size}); "
-          f"predicted (paper view) {summary['predicted_memory_mb']:.1f} MB")
+          f"predicted (paper view) {summary['predicted_memory_mb']:.1f} MB"
+          + (f"; stock PyTorch would take {stock:.1f} MB (pytorch view)" if stock is not None else ""))
     return 0
 
 

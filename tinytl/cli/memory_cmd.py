@@ -22,10 +22,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine-mode", choices=ENGINE_MODES, default="exact",
                    help="with --view engine: exact (store the minimum) or recompute (keep block inputs only)")
     p.add_argument("--flops", action="store_true", help="also count MACs with fvcore (builds a real batch-1 model)")
+    p.add_argument("--list-backbones", action="store_true", help="print every backbone name, one a line, and exit")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list_backbones:
+        from tinytl.models import list_backbones
+
+        print("\n".join(list_backbones()))
+        return 0
     report = profile_memory(args.backbone, args.policy, args.resolution, args.batch_size, args.classes,
                             args.frozen_bits, args.lite_residual, args.norm, args.view, subnet=args.subnet,
                             **({"mode": args.engine_mode} if args.view == "engine" else {}))
@@ -49,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
           f"batch {report.batch_size} | {report.num_classes} classes | norm {report.norm}")
     print(f"total {report.total_mb:.2f} MB = activations {report.activation_mb:.2f} MB "
           f"(peak at {report.peak_layer}) + parameters {report.param_mb:.2f} MB "
-          f"({report.num_trainable_params:,} of {report.num_params:,} trainable; frozen at {report.frozen_bits} bits)")
+          f"({report.num_trainable_params:,} of {report.num_params:,} trainable; frozen at {report.frozen_bits} bits)"
+          + (f" + gradients, optimizer state, buffers {report.state_bytes / 1e6:.2f} MB" if report.state_bytes else ""))
     print(f"stored for backward: {report.stored_activation_bytes / 1e6:.2f} MB")
     if args.flops:
         print(f"MACs: {out['macs'] / 1e6:.1f} M")

@@ -8,11 +8,10 @@ from tinytl.cli.common import int_list, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from tinytl.train.checkpoint import SHIPPED
-
     p = sub.add_parser("pretrain", help="pretrain the shipped checkpoint on procedural glyphs (slow: CPU minutes)",
                        description=__doc__)
-    p.add_argument("--out", default=str(SHIPPED["proxylessnas_mobile"]), help="checkpoint file to write")
+    p.add_argument("--out", default=None, help="checkpoint file to write (default: proxylessnas_mobile_glyphs.pt in "
+                                               "the user data folder, $TINYTL_HOME or ~/.local/share/tinytl)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
@@ -29,9 +28,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tinytl.paths import output_path
     from tinytl.train.pretrain import pretrain
 
-    meta = pretrain(args.out, args.epochs, args.resolution, args.batch_size, args.lr, args.seed, args.threads,
+    out = output_path(args.out, "proxylessnas_mobile_glyphs.pt", "checkpoint file")
+    meta = pretrain(out, args.epochs, args.resolution, args.batch_size, args.lr, args.seed, args.threads,
                     args.init, args.classes, args.per_class, args.low_res)
     print_json({**meta, "stages": [{k: v for k, v in st.items() if k != "history"} for st in meta["stages"]]})
     return 0

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"predictor held-out RMSE {pred.get('rmse', float('nan')):.4f} (predicting the mean: "
           f"{pred.get('mean_rmse', float('nan')):.4f}, each resolution's mean: "
           f"{pred.get('resolution_mean_rmse', float('nan')):.4f}), "
-          f"Kendall tau {pred.get('kendall_tau', float('nan')):.3f}"
+          f"Kendall tau {pred.get('kendall_tau', float('nan')):.3f}, within a resolution "
+          f"{pred.get('within_resolution_kendall_tau', float('nan')):.3f}"
           + (f" -- {warning}" if (warning := quality_warning(pred)) else ""))
     print(f"searched {info['evaluated']} distinct candidates in {info['seconds']:.2f} s")
     return 0

@@ -1,14 +1,17 @@
-"""Convert a model to the memory-lean engine in place, and back.
+"""Convert a model to the memory-lean engine in place, and back; or checkpoint its blocks with stock PyTorch.
 
 Every supported layer becomes its engine subclass (the same module object, so Parameter objects and
 names are unchanged and `trainable_names` / optimizers keep working). In `recompute` mode each
 outermost residual block additionally keeps only its input and re-runs its forward during backward.
+`checkpoint_blocks` wraps the same blocks in `torch.utils.checkpoint` (non-reentrant) instead, leaving
+every layer stock: the alternative a PyTorch user would reach for.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from tinytl.engine.functional import RecomputeFn
 from tinytl.engine.modules import ENGINE_CLASSES, EngineModule
@@ -19,7 +22,7 @@ from tinytl.models.registry import BLOCK_TYPES
 ENGINE_MODES = ("exact", "recompute")
 # Units the recompute mode re-runs: the outermost of these in the module tree.
 RECOMPUTE_BLOCKS = BLOCK_TYPES
-_RECOMPUTE_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
+_BLOCK_CLASSES: dict[tuple[type, type[nn.Module]], type[nn.Module]] = {}
 
 
 class RecomputeBlock(EngineModule):
@@ -32,11 +35,33 @@ class RecomputeBlock(EngineModule):
         return RecomputeFn.apply(super().forward, x, *params)
 
 
-def _recompute_class(stock: type[nn.Module]) -> type[nn.Module]:
-    if stock not in _RECOMPUTE_CLASSES:
-        _RECOMPUTE_CLASSES[stock] = type(f"Recompute{stock.__name__}", (RecomputeBlock, stock),
-                                         {"stock_class": stock, "__doc__": f"{stock.__name__}, recomputed in backward."})
-    return _RECOMPUTE_CLASSES[stock]
+class CheckpointBlock(EngineModule):
+    """Mixin running a stock block under torch.utils.checkpoint (use_reentrant=False) when autograd needs it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() or not (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return super().forward(x)
+        return checkpoint(super().forward, x, use_reentrant=False)
+
+
+def _block_class(mixin: type, stock: type[nn.Module]) -> type[nn.Module]:
+    key = (mixin, stock)
+    if key not in _BLOCK_CLASSES:
+        prefix = "Recompute" if mixin is RecomputeBlock else "Checkpoint"
+        _BLOCK_CLASSES[key] = type(f"{prefix}{stock.__name__}", (mixin, stock),
+                                   {"stock_class": stock, "__doc__": f"{stock.__name__}, re-run in backward."})
+    return _BLOCK_CLASSES[key]
+
+
+def outermost_blocks(model: nn.Module) -> list[nn.Module]:
+    """The blocks the recompute mode re-runs: instances of RECOMPUTE_BLOCKS not inside another one."""
+    blocks: list[nn.Module] = []
+    inside: set[int] = set()
+    for module in model.modules():  # pre-order: an outer block comes before the blocks it holds
+        if isinstance(module, RECOMPUTE_BLOCKS) and id(module) not in inside:
+            blocks.append(module)
+            inside.update(id(m) for m in module.modules())
+    return blocks
 
 
 def _convertible(module: nn.Module) -> bool:
@@ -63,18 +88,27 @@ def convert_model(model: nn.Module, mode: str = "exact", frozen_bits: int | None
     check_quant_bits(frozen_bits)
     if is_converted(model):
         restore_model(model)
-    blocks: list[nn.Module] = []
-    inside_blocks: set[int] = set()
-    for module in model.modules():  # pre-order: an outer block comes before the blocks it holds
-        if mode == "recompute" and isinstance(module, RECOMPUTE_BLOCKS) and id(module) not in inside_blocks:
-            blocks.append(module)
-            inside_blocks.update(id(m) for m in module.modules())
+    blocks = outermost_blocks(model) if mode == "recompute" else []
+    for module in model.modules():
         if _convertible(module):
             module.__class__ = ENGINE_CLASSES[type(module)]
             if frozen_bits is not None and isinstance(module, (nn.Conv2d, nn.Linear)):
                 quantize_frozen_weight(module, frozen_bits)
     for block in blocks:
-        block.__class__ = _recompute_class(type(block))
+        block.__class__ = _block_class(RecomputeBlock, type(block))
+    return model
+
+
+def checkpoint_blocks(model: nn.Module) -> nn.Module:
+    """Stock layers, with each block the recompute mode re-runs under torch.utils.checkpoint; in place.
+
+    `restore_model` undoes it. Batch-statistics BatchNorm inside a block updates its running statistics
+    twice per step (forward and re-run), as checkpointing always does.
+    """
+    if is_converted(model):
+        restore_model(model)
+    for block in outermost_blocks(model):
+        block.__class__ = _block_class(CheckpointBlock, type(block))
     return model
 
 

@@ -21,34 +21,48 @@ from torch.autograd.function import once_differentiable
 
 from tinytl.models.layers import WS_EPS
 
-_BIT_SHIFTS: dict[torch.device, torch.Tensor] = {}
 _STATE = threading.local()  # .recomputing: depth of block re-runs in progress (BatchNorm keeps its stats then)
-
-
-def _shifts(device: torch.device) -> torch.Tensor:
-    if device not in _BIT_SHIFTS:
-        _BIT_SHIFTS[device] = torch.arange(8, dtype=torch.uint8, device=device)
-    return _BIT_SHIFTS[device]
+# (8 bytes of 0/1, read as one little-endian int64) * _PACK >> 56 is the byte with bit i = byte i
+_PACK = 0x0102040810204080
+_LUTS: dict[tuple, torch.Tensor] = {}
 
 
 def pack_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Pack a bool tensor into uint8, 8 elements per byte (little-endian bit order), with torch bit ops."""
+    """Pack a bool tensor into uint8, 8 elements per byte (little-endian bit order), one multiply per byte."""
     flat = mask.reshape(-1)
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
-    bits = flat.view(torch.uint8).view(-1, 8) << _shifts(flat.device)
-    return bits.sum(dim=1, dtype=torch.uint8)
+    return (flat.view(torch.int64) * _PACK).bitwise_right_shift_(56).to(torch.uint8)
 
 
-def unpack_mask(packed: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Inverse of `pack_mask`: a uint8 tensor of 0/1 with the given shape."""
-    bits = packed.unsqueeze(1) >> _shifts(packed.device)
-    bits &= 1
+def _lut(values: tuple[float, float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(256, 8) table: row b holds values[bit i of b] for i in 0..7 (unpacking is then one gather)."""
+    key = (values, dtype, device)
+    if key not in _LUTS:
+        bits = torch.arange(256).unsqueeze(1).bitwise_right_shift(torch.arange(8)).bitwise_and(1).bool()
+        _LUTS[key] = torch.where(bits, values[1], values[0]).to(dtype=dtype, device=device)
+    return _LUTS[key]
+
+
+def unpack_mask_as(packed: torch.Tensor, shape: Sequence[int], off: float, on: float,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """A fresh `dtype` tensor of `shape` holding `on` where the packed bit is set, `off` elsewhere."""
     numel = 1
     for s in shape:
         numel *= s
-    return bits.view(-1)[:numel].view(shape)
+    table = _lut((float(off), float(on)), dtype, packed.device)
+    return table.index_select(0, packed.int()).view(-1)[:numel].view(shape)
+
+
+def unpack_mask(packed: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Inverse of `pack_mask`: a bool tensor of the given shape."""
+    return unpack_mask_as(packed, shape, 0, 1, torch.uint8).view(torch.bool)
+
+
+def masked_grad(grad: torch.Tensor, packed: torch.Tensor, on: float = 1.0) -> torch.Tensor:
+    """grad * on where the packed bit is set, 0 elsewhere: one gather and one in-place multiply."""
+    return unpack_mask_as(packed, grad.shape, 0.0, on, grad.dtype).mul_(grad)
 
 
 @contextlib.contextmanager
@@ -163,26 +177,114 @@ class LinearFn(Function):
 
 
 class ClampMaskFn(Function):
-    """ReLU (upper None) or ReLU6 (upper 6) keeping a 1-bit mask of where the gradient passes."""
+    """ReLU (upper None) or ReLU6 (upper 6) keeping a 1-bit mask of where the gradient passes.
+
+    The mask is read off the clamped output y (0 < x < upper exactly where y is neither 0 nor upper): y != 0,
+    or y * (y - upper) != 0, are a cast and two float passes, cheaper on CPU than two comparisons.
+    """
 
     @staticmethod
     def forward(ctx, x, upper, inplace):
-        mask = x > 0
-        if upper is not None:
-            mask &= x < upper
-        ctx.shape = x.shape
-        ctx.save_for_backward(pack_mask(mask))
-        del mask
         if inplace:
             ctx.mark_dirty(x)
-            return x.clamp_(0, upper)
-        return x.clamp(0, upper)
+        y = x.clamp_(0, upper) if inplace else x.clamp(0, upper)
+        mask = y.bool() if upper is None else y.sub(upper).mul_(y).bool()
+        ctx.save_for_backward(pack_mask(mask))
+        return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         (packed,) = ctx.saved_tensors
-        return grad * unpack_mask(packed, ctx.shape), None, None
+        return masked_grad(grad, packed), None, None
+
+
+class MaskGradFn(Function):
+    """Activation whose derivative takes two values (LeakyReLU 1 / slope, Hardsigmoid 1/6 / 0): a 1-bit mask."""
+
+    @staticmethod
+    def forward(ctx, x, kind, slope):
+        if kind == "leaky_relu":
+            mask, y = x > 0, F.leaky_relu(x, slope)
+        else:  # hardsigmoid: derivative 1/6 inside (-3, 3)
+            mask, y = (x > -3) & (x < 3), F.hardsigmoid(x)
+        ctx.values = (slope, 1.0) if kind == "leaky_relu" else (0.0, 1.0 / 6.0)
+        ctx.save_for_backward(pack_mask(mask))
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (packed,) = ctx.saved_tensors
+        off, on = ctx.values
+        return unpack_mask_as(packed, grad.shape, off, on, grad.dtype).mul_(grad), None, None
+
+
+_INPUT_KEEPERS: dict[str, tuple[Callable, Callable]] = {
+    "silu": (F.silu, torch.ops.aten.silu_backward),
+    "hardswish": (F.hardswish, torch.ops.aten.hardswish_backward),
+    "mish": (F.mish, torch.ops.aten.mish_backward),
+}
+
+
+class InputActFn(Function):
+    """SiLU, Hardswish, Mish or GELU: the derivative needs the input itself, so the input is kept (never a copy).
+
+    Runs out of place even for in-place modules: stock in-place autograd would keep a copy of the input
+    and overwrite it, the same bytes and one more pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x, kind, approximate):
+        ctx.kind, ctx.approximate = kind, approximate
+        ctx.save_for_backward(x)
+        if kind == "gelu":
+            return F.gelu(x, approximate=approximate)
+        return _INPUT_KEEPERS[kind][0](x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        if ctx.kind == "gelu":
+            return torch.ops.aten.gelu_backward(grad, x, approximate=ctx.approximate), None, None
+        return _INPUT_KEEPERS[ctx.kind][1](grad, x), None, None
+
+
+class SigmoidFn(Function):
+    """Sigmoid keeping its output (its derivative is y (1 - y))."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.sigmoid(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.sigmoid_backward(grad, y)
+
+
+class ScaleFn(Function):
+    """Squeeze-excitation's `scale * x`: x kept only when the scale needs a gradient, the (N, C, 1, 1) scale
+    only when x does."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        need_x, need_scale = ctx.needs_input_grad
+        ctx.save_for_backward(x if need_scale else None, scale if need_x else None)
+        return scale * x
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, scale = ctx.saved_tensors
+        need_x, need_scale = ctx.needs_input_grad
+        grad_x = grad * scale if need_x else None
+        grad_scale = (grad * x).sum(dim=(2, 3), keepdim=True) if need_scale else None
+        return grad_x, grad_scale
 
 
 class DropoutFn(Function):
@@ -194,7 +296,7 @@ class DropoutFn(Function):
             keep = torch.empty_like(x).bernoulli_(1 - p).bool()
         else:  # stock fused dropout on accelerators
             keep = torch.native_dropout(x, p, True)[1]
-        ctx.shape, ctx.scale = x.shape, 1.0 / (1.0 - p)
+        ctx.scale = 1.0 / (1.0 - p)
         ctx.save_for_backward(pack_mask(keep))
         return x * keep * ctx.scale
 
@@ -202,7 +304,7 @@ class DropoutFn(Function):
     @once_differentiable
     def backward(ctx, grad):
         (packed,) = ctx.saved_tensors
-        return grad * unpack_mask(packed, ctx.shape) * ctx.scale, None
+        return masked_grad(grad, packed, ctx.scale), None
 
 
 def _channel_sum(t: torch.Tensor) -> torch.Tensor:
@@ -335,12 +437,21 @@ class MaxPool2dFn(Function):
         return grad_x.view(shape), None, None, None, None, None
 
 
+def _rng_devices(x: torch.Tensor) -> list[torch.device]:
+    return [x.device] if x.device.type == "cuda" else []
+
+
 class RecomputeFn(Function):
-    """Runs a block keeping only its input; its backward re-runs the block's forward and back-propagates."""
+    """Runs a block keeping only its input; its backward re-runs the block's forward and back-propagates.
+
+    The random-number state at the forward is restored for the re-run (dropout, stochastic depth draw
+    the same masks), as torch.utils.checkpoint does.
+    """
 
     @staticmethod
     def forward(ctx, run: Callable[[torch.Tensor], torch.Tensor], x, *params):
         ctx.run, ctx.params = run, params
+        ctx.rng = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in _rng_devices(x)]
         ctx.save_for_backward(x)
         return run(x)
 
@@ -350,7 +461,12 @@ class RecomputeFn(Function):
         (x,) = ctx.saved_tensors
         need = ctx.needs_input_grad
         x_in = x.detach().requires_grad_(need[1])
-        with torch.enable_grad(), recomputing():
+        cpu_state, device_states = ctx.rng
+        devices = _rng_devices(x)
+        with torch.random.fork_rng(devices=devices), torch.enable_grad(), recomputing():
+            torch.set_rng_state(cpu_state)
+            for device, state in zip(devices, device_states):
+                torch.cuda.set_rng_state(state, device)
             out = ctx.run(x_in)
         targets = ([x_in] if need[1] else []) + [p for p, n in zip(ctx.params, need[2:]) if n]
         grads = iter(torch.autograd.grad(out, targets, grad, allow_unused=True))

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
+from torchvision.ops.misc import SqueezeExcitation
 
 from tinytl.engine import functional as EF
 from tinytl.engine.quantize import QuantizedWeight
@@ -80,6 +81,84 @@ class EngineReLU6(EngineReLU, nn.ReLU6):
 
     stock_class = nn.ReLU6
     upper = 6.0
+
+
+class EngineLeakyReLU(EngineModule, nn.LeakyReLU):
+    """LeakyReLU keeping a 1-bit mask (its derivative is 1 or the slope)."""
+
+    stock_class = nn.LeakyReLU
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _needs_graph(x):
+            return super().forward(x)
+        return EF.MaskGradFn.apply(x, "leaky_relu", self.negative_slope)
+
+
+class EngineHardsigmoid(EngineModule, nn.Hardsigmoid):
+    """Hardsigmoid keeping a 1-bit mask (its derivative is 1/6 inside (-3, 3), else 0)."""
+
+    stock_class = nn.Hardsigmoid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _needs_graph(x):
+            return super().forward(x)
+        return EF.MaskGradFn.apply(x, "hardsigmoid", 0.0)
+
+
+class EngineSigmoid(EngineModule, nn.Sigmoid):
+    """Sigmoid keeping its output."""
+
+    stock_class = nn.Sigmoid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return EF.SigmoidFn.apply(x) if _needs_graph(x) else torch.sigmoid(x)
+
+
+class _InputActivation(EngineModule):
+    """Mixin for activations whose derivative needs their input: kept once, never copied (in-place or not)."""
+
+    kind: str
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _needs_graph(x):
+            return super().forward(x)
+        return EF.InputActFn.apply(x, self.kind, getattr(self, "approximate", "none"))
+
+
+class EngineSiLU(_InputActivation, nn.SiLU):
+    """SiLU keeping its input."""
+
+    stock_class, kind = nn.SiLU, "silu"
+
+
+class EngineHardswish(_InputActivation, nn.Hardswish):
+    """Hardswish keeping its input."""
+
+    stock_class, kind = nn.Hardswish, "hardswish"
+
+
+class EngineMish(_InputActivation, nn.Mish):
+    """Mish keeping its input."""
+
+    stock_class, kind = nn.Mish, "mish"
+
+
+class EngineGELU(_InputActivation, nn.GELU):
+    """GELU (exact or tanh) keeping its input."""
+
+    stock_class, kind = nn.GELU, "gelu"
+
+
+class EngineSqueezeExcitation(EngineModule, SqueezeExcitation):
+    """torchvision's squeeze-excitation whose `scale * x` keeps x only when the scale needs a gradient."""
+
+    stock_class = SqueezeExcitation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self._scale(x)
+        if not _needs_graph(x, scale):
+            return scale * x
+        return EF.ScaleFn.apply(x, scale)
 
 
 class EngineDropout(EngineModule, nn.Dropout):
@@ -169,6 +248,7 @@ class EngineMaxPool2d(EngineModule, nn.MaxPool2d):
 
 ENGINE_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
     cls.stock_class: cls for cls in (
-        EngineConv2d, EngineStdConv2d, EngineLinear, EngineReLU, EngineReLU6, EngineDropout, EngineGroupNorm,
-        EngineBatchNorm2d, EngineFrozenStatsBatchNorm2d, EngineAvgPool2d, EngineMaxPool2d)
+        EngineConv2d, EngineStdConv2d, EngineLinear, EngineReLU, EngineReLU6, EngineLeakyReLU, EngineHardsigmoid,
+        EngineSigmoid, EngineSiLU, EngineHardswish, EngineMish, EngineGELU, EngineSqueezeExcitation, EngineDropout,
+        EngineGroupNorm, EngineBatchNorm2d, EngineFrozenStatsBatchNorm2d, EngineAvgPool2d, EngineMaxPool2d)
 }

@@ -40,6 +40,8 @@ def analyze(trace: ModelTrace, policy: Policy, batch_size: int = 8, frozen_bits:
     check_frozen_bits(frozen_bits)
     spec = get_view(view)
     trainable = trainable_names(trace.model, policy)
+    if spec.report is not None:
+        return spec.report(trace, policy, trainable, batch_size, frozen_bits, policy_label(policy), options)
     head = classifier_name(trace.model)
     trains_mask = 0
     for layer in trace.layers:

@@ -1,10 +1,13 @@
 """The "engine" view: per layer, what this project's training engine (tinytl.engine) keeps for backward.
 
 Option `mode` ("exact", default, or "recompute") picks the engine mode. Exact: a conv / linear keeps its
-input only if its weight trains; ReLU / ReLU6 / dropout keep a 1-bit mask when their input needs a
-gradient; GroupNorm and batch-statistics BatchNorm keep their input and per-group statistics (x_hat)
+input only if its weight trains; ReLU / ReLU6 / LeakyReLU / Hardsigmoid / dropout keep a 1-bit mask when
+their input needs a gradient, SiLU / Hardswish / GELU / Mish their input, Sigmoid its output; a
+squeeze-excitation's multiply keeps its input x (charged to the SE's pooling layer) and its scale (to the
+scale activation); GroupNorm and batch-statistics BatchNorm keep their input and per-group statistics (x_hat)
 whenever their input or scale gradient is needed (reference section 2b); frozen-statistics BatchNorm keeps
-its input only if its scale trains; max pooling keeps one byte per output; average pooling nothing.
+its input only if its scale trains; max pooling keeps one byte per output; average pooling nothing;
+stochastic depth its per-sample noise.
 Recompute: layers inside a recomputed block keep nothing; each block that needs a backward keeps its
 input, charged to the layer consuming the block's output (the first layer whose gradient needs tell
 whether the block runs a backward at all); layers outside blocks follow the exact rules.
@@ -13,12 +16,14 @@ whether the block runs a backward at all); layers outside blocks follow the exac
 from __future__ import annotations
 
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from tinytl.engine.convert import ENGINE_MODES
 from tinytl.errors import TinyTLError
 from tinytl.memory.views import ACT_BYTES, LayerCost, LayerGrads, Rule, View, ViewContext, register_view
 from tinytl.memory.walk import LayerRecord
 from tinytl.models.layers import FrozenStatsBatchNorm2d
+from tinytl.models.registry import SE_FLAG
 
 STAT_BYTES = 2 * ACT_BYTES  # a norm's kept mean and 1/sigma per group (GN, per sample) or channel (BN)
 
@@ -72,8 +77,17 @@ def _relu(layer: LayerRecord, grads: LayerGrads, ctx: ViewContext) -> LayerCost:
 
 
 def _act(layer: LayerRecord, grads: LayerGrads, ctx: ViewContext) -> LayerCost:
-    """Activations the engine does not replace (sigmoid, h-swish, ...) keep a full 32-bit tensor, as stock."""
-    return LayerCost(stored=ACT_BYTES * layer.input_numel if grads.input else 0, tmp=_tmp(layer))
+    """Hardsigmoid keeps a 1-bit mask; SiLU, Hardswish, GELU, Mish their input; Sigmoid (and the unconverted
+    Tanh) their output. A squeeze-excitation's scale activation also holds the scale its multiply keeps."""
+    m = layer.module
+    if not grads.input:
+        return LayerCost(tmp=_tmp(layer))
+    if isinstance(m, nn.Hardsigmoid):
+        stored = _mask_bytes(layer.input_numel)
+        if getattr(m, SE_FLAG, "") == "scale":  # the multiply keeps the (fresh) scale for dL/dx
+            stored += ACT_BYTES * layer.output_numel
+        return LayerCost(stored=stored, tmp=_tmp(layer))
+    return LayerCost(stored=ACT_BYTES * layer.input_numel, tmp=_tmp(layer))  # (sigmoid: its output, the scale)
 
 
 def _dropout(layer: LayerRecord, grads: LayerGrads, ctx: ViewContext) -> LayerCost:
@@ -84,6 +98,10 @@ def _dropout(layer: LayerRecord, grads: LayerGrads, ctx: ViewContext) -> LayerCo
 
 def _other(layer: LayerRecord, grads: LayerGrads, ctx: ViewContext) -> LayerCost:
     m = layer.module
+    if getattr(m, SE_FLAG, "") == "pool" and grads.input:  # SE's multiply keeps x for the scale's gradient
+        return LayerCost(stored=ACT_BYTES * layer.input_numel, tmp=_tmp(layer))
+    if isinstance(m, StochasticDepth) and grads.input and m.training and m.p > 0:  # its multiply keeps the noise
+        return LayerCost(stored=ACT_BYTES) if m.mode == "row" else LayerCost(fixed=ACT_BYTES)
     if isinstance(m, nn.MaxPool2d) and grads.input:
         return LayerCost(stored=layer.output_numel, tmp=_tmp(layer))  # one byte: argmax inside the window
     if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and grads.input:
@@ -113,7 +131,8 @@ ENGINE = register_view(View(
         ("dropout", _dropout), ("other", _other))},
     frozen_storage_bits=lambda bits: 8 if bits <= 8 else 32,
     description="What tinytl.engine keeps (option mode: exact or recompute): inputs only for training "
-                "weights, 1-bit ReLU/dropout masks, x_hat for GroupNorm / batch-statistics BatchNorm whenever "
+                "weights, 1-bit ReLU/Hardsigmoid/dropout masks, inputs of SiLU/Hardswish/GELU, x_hat for "
+                "GroupNorm / batch-statistics BatchNorm whenever "
                 "a gradient passes through them, nothing for frozen-scale affine norms; recompute keeps "
                 "block inputs and re-runs each block's forward in its backward. Frozen parameters priced at 8 "
                 "bits when --frozen-bits <= 8 (convert_model(frozen_bits=...) holds frozen conv/linear "

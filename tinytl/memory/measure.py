@@ -9,9 +9,12 @@ attributed to the leaf module running when a storage was first saved. Peak memor
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +23,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from tinytl.errors import TinyTLError
-from tinytl.engine import convert_model
+from tinytl.engine import checkpoint_blocks, convert_model
+from tinytl.engine.functional import is_recomputing
 from tinytl.memory.analysis import analyze, cached_trace
 from tinytl.memory.views import VIEWS
 from tinytl.memory.walk import leaf_modules
@@ -62,6 +66,8 @@ class SavedTensorCounter:
         return sum(self._seen.values())
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        if is_recomputing():  # a recompute block re-running inside backward: transient, not kept from forward
+            return t
         storage = t.untyped_storage()
         key = storage.data_ptr()
         if storage.nbytes() and key not in self._excluded and key not in self._seen:
@@ -135,12 +141,13 @@ class LivePeakTracker(TorchDispatchMode):
 
 @dataclass(frozen=True)
 class RunMeasurement:
-    """One real training step of one engine (stock PyTorch or this project's), bytes for the whole batch."""
+    """One real training step of one contender (stock PyTorch, checkpointed or the engine), whole batch."""
 
     saved_activation_bytes: int  # measured: what autograd kept for backward at the end of the forward
-    predicted_saved_activation_bytes: int | None  # the matching view's prediction (None: view not registered)
+    predicted_saved_activation_bytes: int | None  # the matching view's prediction (None: no view prices it)
     peak_bytes: int  # live memory peak during forward + backward (params, input, grads included)
-    step_seconds: float  # best wall time over the timed steps: forward + backward + Adam step (less noise)
+    step_seconds: float  # median wall time of forward + backward over rounds interleaved with the other contenders
+    step_cpu_seconds: float  # the same steps' median process CPU time (robust to other processes on the core)
     loss: float
     saved_by_layer: dict[str, int] = field(default_factory=dict)
 
@@ -153,17 +160,23 @@ class RunMeasurement:
 
 @dataclass(frozen=True)
 class StepComparison:
-    """Stock PyTorch vs the engine on the same weights and inputs."""
+    """Stock PyTorch vs the engine (and stock with checkpointed blocks) on the same weights and inputs."""
 
     setting: dict
     pytorch: RunMeasurement
     engine: RunMeasurement
     max_grad_abs_diff: float  # largest |stock grad - engine grad| over all parameters
     grad_scale: float  # largest |stock grad|, the scale the difference is judged against
+    checkpoint: RunMeasurement | None = None  # stock layers, recompute mode's blocks under torch.utils.checkpoint
+    checkpoint_max_grad_abs_diff: float | None = None
 
     def to_dict(self, layers: bool = False) -> dict:
-        return {**self.setting, "pytorch": self.pytorch.to_dict(layers), "engine": self.engine.to_dict(layers),
-                "max_grad_abs_diff": self.max_grad_abs_diff, "grad_scale": self.grad_scale}
+        out = {**self.setting, "pytorch": self.pytorch.to_dict(layers), "engine": self.engine.to_dict(layers),
+               "max_grad_abs_diff": self.max_grad_abs_diff, "grad_scale": self.grad_scale}
+        if self.checkpoint is not None:
+            out["checkpoint"] = self.checkpoint.to_dict(layers)
+            out["checkpoint_max_grad_abs_diff"] = self.checkpoint_max_grad_abs_diff
+        return out
 
 
 def check_device(device: str) -> torch.device:
@@ -181,21 +194,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-          seed: int) -> torch.Tensor:
+def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> None:
     torch.manual_seed(seed)  # dropout draws the same mask in every run
-    optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    return loss.detach()
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
 
 
-def _instrumented_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+def _instrumented_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                        seed: int) -> tuple[int, int, dict[str, int], float, dict[str, torch.Tensor]]:
-    """Forward + backward once, counting saved tensors and the live peak; returns the grads before the step."""
+    """Forward + backward once, counting saved tensors and the live peak; returns the grads too."""
     device = x.device
     torch.manual_seed(seed)
-    optimizer.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     _sync(device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -215,25 +225,35 @@ def _instrumented_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: to
     _sync(device)
     peak = torch.cuda.max_memory_allocated(device) if tracker is None else tracker.peak
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-    optimizer.step()
+    model.zero_grad(set_to_none=True)
     return counter.total_bytes, peak, counter.by_layer, loss.item(), grads
 
 
-def _measure_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, predicted: int | None, seed: int,
-                 timing_steps: int) -> tuple[RunMeasurement, dict[str, torch.Tensor]]:
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    saved, peak, by_layer, loss, grads = _instrumented_step(model, optimizer, x, y, seed)
-    times = []
-    for _ in range(timing_steps):
-        _sync(x.device)
-        start = time.perf_counter()
-        _step(model, optimizer, x, y, seed)
-        optimizer.step()
-        _sync(x.device)
-        times.append(time.perf_counter() - start)
-    return RunMeasurement(saved_activation_bytes=saved, predicted_saved_activation_bytes=predicted,
-                          peak_bytes=peak, step_seconds=min(times) if times else float("nan"),
-                          loss=loss, saved_by_layer=by_layer), grads
+def interleaved_times(steps: dict[str, Callable[[], object]], rounds: int, device: torch.device | None = None,
+                      warmup: int = 1) -> dict[str, tuple[float, float]]:
+    """Median (wall, process CPU) seconds of each step callable, timed round-robin over `rounds` rounds.
+
+    Each round runs every contender once, the starting contender rotating, after `warmup` untimed rounds:
+    machine load, allocator and cache state then fall on all contenders alike.
+    """
+    names = list(steps)
+    if rounds < 1:
+        return {n: (float("nan"), float("nan")) for n in names}
+    walls: dict[str, list[float]] = {n: [] for n in names}
+    cpus: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + rounds):
+        for i in range(len(names)):
+            name = names[(r + i) % len(names)]
+            if device is not None:
+                _sync(device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            steps[name]()
+            if device is not None:
+                _sync(device)
+            if r >= warmup:
+                walls[name].append(time.perf_counter() - wall)
+                cpus[name].append(time.process_time() - cpu)
+    return {n: (statistics.median(walls[n]), statistics.median(cpus[n])) for n in names}
 
 
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -250,8 +270,12 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 def compare_engines(backbone: str, policy: Policy, resolution: int = 224, batch_size: int = 8,
                     num_classes: int = 102, norm: str = "gn", lite_residual: bool = True,
                     engine_modes: tuple[str, ...] = ("exact",), device: str = "cpu", seed: int = 0,
-                    timing_steps: int = 2, **model_options) -> list[StepComparison]:
-    """Stock PyTorch once, then the engine in each mode, each from the same initial weights and inputs."""
+                    timing_steps: int = 5, checkpoint: bool = True, **model_options) -> list[StepComparison]:
+    """Stock PyTorch, stock with checkpointed blocks and the engine in each mode, from the same weights and inputs.
+
+    Memory and gradients come from one instrumented step per contender; times from `timing_steps` rounds
+    in which every contender steps once (interleaved, median), after one warm-up round.
+    """
     dev = check_device(device)
     trace = cached_trace(backbone, resolution, num_classes, lite_residual, norm, **model_options)
     predicted_stock = analyze(trace, policy, batch_size, view="pytorch", device=dev.type)
@@ -261,23 +285,34 @@ def compare_engines(backbone: str, policy: Policy, resolution: int = 224, batch_
     x = torch.randn(batch_size, 3, resolution, resolution, generator=gen).to(dev)
     y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(dev)
 
-    stock = apply_policy_copy(base, policy, dev)
-    stock_run, stock_grads = _measure_run(stock, x, y, predicted_stock.stored_activation_bytes, seed, timing_steps)
-    del stock
-    scale = max((float(g.abs().max()) for g in stock_grads.values() if g.numel()), default=0.0)
-    results = []
+    models = {"pytorch": apply_policy_copy(base, policy, dev)}
+    predicted: dict[str, int | None] = {"pytorch": predicted_stock.stored_activation_bytes}
+    if checkpoint:
+        models["checkpoint"] = checkpoint_blocks(apply_policy_copy(base, policy, dev))
+        predicted["checkpoint"] = None
     for mode in engine_modes:
-        predicted = (analyze(trace, policy, batch_size, view="engine", mode=mode).stored_activation_bytes
-                     if "engine" in VIEWS else None)
-        lean = convert_model(apply_policy_copy(base, policy, dev), mode=mode)
-        engine_run, engine_grads = _measure_run(lean, x, y, predicted, seed, timing_steps)
-        del lean
-        setting = {"backbone": backbone, "policy": predicted_stock.policy, "resolution": resolution,
-                   "batch_size": batch_size, "classes": num_classes, "norm": norm,
-                   "lite_residual": lite_residual, "engine_mode": mode, "device": dev.type}
-        results.append(StepComparison(setting=setting, pytorch=stock_run, engine=engine_run,
-                                      max_grad_abs_diff=max_abs_diff(stock_grads, engine_grads), grad_scale=scale))
-    return results
+        models[mode] = convert_model(apply_policy_copy(base, policy, dev), mode=mode)
+        predicted[mode] = (analyze(trace, policy, batch_size, view="engine", mode=mode).stored_activation_bytes
+                           if "engine" in VIEWS else None)
+    memory = {name: _instrumented_step(model, x, y, seed) for name, model in models.items()}
+    times = interleaved_times({name: partial(_step, model, x, y, seed) for name, model in models.items()},
+                              timing_steps, dev)
+    del models
+    runs = {name: RunMeasurement(saved_activation_bytes=saved, predicted_saved_activation_bytes=predicted[name],
+                                 peak_bytes=peak, step_seconds=times[name][0], step_cpu_seconds=times[name][1],
+                                 loss=loss, saved_by_layer=by_layer)
+            for name, (saved, peak, by_layer, loss, _) in memory.items()}
+    grads = {name: m[4] for name, m in memory.items()}
+    scale = max((float(g.abs().max()) for g in grads["pytorch"].values() if g.numel()), default=0.0)
+    setting = {"backbone": backbone, "policy": predicted_stock.policy, "resolution": resolution,
+               "batch_size": batch_size, "classes": num_classes, "norm": norm, "lite_residual": lite_residual,
+               "device": dev.type, "timing_rounds": timing_steps}
+    return [StepComparison(
+        setting={**setting, "engine_mode": mode}, pytorch=runs["pytorch"], engine=runs[mode],
+        max_grad_abs_diff=max_abs_diff(grads["pytorch"], grads[mode]), grad_scale=scale,
+        checkpoint=runs.get("checkpoint"),
+        checkpoint_max_grad_abs_diff=max_abs_diff(grads["pytorch"], grads["checkpoint"]) if checkpoint else None)
+        for mode in engine_modes]
 
 
 def apply_policy_copy(model: nn.Module, policy: Policy, device: torch.device) -> nn.Module:
@@ -290,7 +325,7 @@ def apply_policy_copy(model: nn.Module, policy: Policy, device: torch.device) ->
 def measure_training_step(backbone: str, policy: Policy, resolution: int = 224, batch_size: int = 8,
                           num_classes: int = 102, norm: str = "gn", lite_residual: bool = True,
                           engine_mode: str = "exact", device: str = "cpu", seed: int = 0,
-                          timing_steps: int = 2, **model_options) -> StepComparison:
-    """One real Adam training step with stock PyTorch and with the engine on the same weights and inputs."""
+                          timing_steps: int = 5, checkpoint: bool = True, **model_options) -> StepComparison:
+    """One real training step with stock PyTorch, checkpointed stock and the engine on the same weights and inputs."""
     return compare_engines(backbone, policy, resolution, batch_size, num_classes, norm, lite_residual,
-                           (engine_mode,), device, seed, timing_steps, **model_options)[0]
+                           (engine_mode,), device, seed, timing_steps, checkpoint, **model_options)[0]

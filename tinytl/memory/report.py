@@ -69,6 +69,10 @@ class MemoryReport:
     num_params: int
     num_trainable_params: int
     options: tuple[tuple[str, object], ...] = ()
+    # views that simulate the whole step: gradients, optimizer state and buffers live at the peak
+    state_bytes: int = 0
+    # and the step's live memory but parameters as lines (bytes per sample, fixed bytes); () = from the rows
+    lines: tuple[tuple[int, int], ...] = ()
 
     @property
     def peak_layer(self) -> str:
@@ -80,7 +84,7 @@ class MemoryReport:
 
     @property
     def total_bytes(self) -> int:
-        return self.peak_activation_bytes + self.param_bytes
+        return self.peak_activation_bytes + self.param_bytes + self.state_bytes
 
     @property
     def stored_activation_bytes(self) -> int:
@@ -100,7 +104,9 @@ class MemoryReport:
         return self.peak_activation_bytes / MB
 
     def batch_lines(self) -> list[tuple[int, int]]:
-        """Per layer (bytes per sample, fixed bytes) so that its live memory at batch b is b * a + f."""
+        """Lines (bytes per sample, fixed bytes) whose maximum at batch b is the live memory but parameters."""
+        if self.lines:
+            return list(self.lines)
         return live_lines((r.tmp_bytes, r.stored_bytes, r.fixed_bytes, r.residual_bytes) for r in self.layers)
 
     def total_at_batch(self, batch_size: int) -> int:
@@ -124,7 +130,8 @@ class MemoryReport:
             "total_mb": self.total_mb, "param_mb": self.param_mb, "activation_mb": self.activation_mb,
             "total_bytes": self.total_bytes, "param_bytes": self.param_bytes,
             "trainable_param_bytes": self.trainable_param_bytes, "frozen_param_bytes": self.frozen_param_bytes,
-            "buffer_bytes": self.buffer_bytes, "peak_activation_bytes": self.peak_activation_bytes,
+            "buffer_bytes": self.buffer_bytes, "state_bytes": self.state_bytes,
+            "peak_activation_bytes": self.peak_activation_bytes,
             "stored_activation_bytes": self.stored_activation_bytes, "peak_layer": self.peak_layer,
             "num_params": self.num_params, "num_trainable_params": self.num_trainable_params,
         }

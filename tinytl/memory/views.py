@@ -1,7 +1,8 @@
 """Rule tables: what each memory view charges a layer, given which gradients it must produce.
 
 A view maps a layer kind to a rule `(layer, grads, ctx) -> LayerCost`. The walk and the peak
-arithmetic are shared (tinytl.memory.analysis); only these tables differ between views.
+arithmetic are shared (tinytl.memory.analysis); only these tables differ between views. A view may
+instead build its report from a recorded training step (`View.report`, the pytorch view).
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class View:
     rules: dict[str, Rule]
     frozen_storage_bits: Callable[[int], int]  # requested --frozen-bits -> bits a frozen parameter really takes
     description: str
+    # views that price a recorded step instead of rules: (trace, policy, trainable names, batch, bits,
+    # policy label, options) -> MemoryReport
+    report: Callable[..., object] | None = None
 
     def cost(self, layer: LayerRecord, grads: LayerGrads, ctx: ViewContext) -> LayerCost:
         rule = self.rules.get(layer.kind)

@@ -99,8 +99,11 @@ def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num_classes: int = 0,
-                lite_residual: bool = False, norm: str = "") -> ModelTrace:
-    """Walk `model` (on the meta device) once at batch 1 and record every leaf layer call."""
+                lite_residual: bool = False, norm: str = "", batch: int = 1) -> ModelTrace:
+    """Walk `model` (on the meta device) once and record every leaf layer call, per sample.
+
+    The walk runs at batch 1, or at batch 2 (sizes halved) where training-mode BatchNorm meets a 1x1 map
+    and needs more than one value per channel."""
     if model.training is False:
         model.train()
     for p in model.parameters():
@@ -138,6 +141,9 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
             memo[cur] = m
         return memo[node]
 
+    def per_sample(shape: torch.Size) -> tuple[int, ...]:
+        return (1, *shape[1:]) if batch > 1 and shape and shape[0] == batch else tuple(shape)
+
     def pre_hook(module, args, name):
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
         state["pending"][id(module)] = (x, ancestors_of(x.grad_fn) if x is not None else 0)
@@ -151,10 +157,10 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
         records.append(LayerRecord(
             index=index, name=name if count == 0 else f"{name}#{count + 1}", type=type(module).__name__,
             kind=layer_kind(module), module=module,
-            input_shape=tuple(x.shape) if x is not None else (),
-            output_shape=tuple(out.shape) if out is not None else (),
-            input_numel=x.numel() if x is not None else 0,
-            output_numel=out.numel() if out is not None else 0,
+            input_shape=per_sample(x.shape) if x is not None else (),
+            output_shape=per_sample(out.shape) if out is not None else (),
+            input_numel=x.numel() // batch if x is not None else 0,
+            output_numel=out.numel() // batch if out is not None else 0,
             params={f"{name}.{pn}": p.numel() for pn, p in module.named_parameters(recurse=False)},
             residual_numel=state["residual"], block=state["block"], ancestors=anc,
             recompute_block=state["rblock"][0] if state["rblock"] else "", closes_block_input_numel=state["closing"],
@@ -168,7 +174,7 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
             node_layer[out.grad_fn] = anc | (1 << index)
 
     def block_pre(module, args, name):
-        state["residual"], state["block"] = args[0].numel(), name
+        state["residual"], state["block"] = args[0].numel() // batch, name
 
     def rblock_pre(module, args, name):
         if state["rblock"] is None:
@@ -176,7 +182,7 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
 
     def rblock_post(module, args, output, name):
         if state["rblock"] is not None and state["rblock"][1] is module:
-            state["rblock"], state["closing"] = None, args[0].numel()
+            state["rblock"], state["closing"] = None, args[0].numel() // batch
 
     def block_post(module, args, output, name):
         state["residual"], state["block"] = 0, ""
@@ -193,12 +199,16 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
             handles.append(module.register_forward_pre_hook(lambda m, a, n=name: rblock_pre(m, a, n)))
             handles.append(module.register_forward_hook(lambda m, a, o, n=name: rblock_post(m, a, o, n)))
     device = next(model.parameters()).device
-    x = torch.empty(1, 3, resolution, resolution, device=device)
+    x = torch.empty(batch, 3, resolution, resolution, device=device)
     try:
         with torch.enable_grad():
             model(x)
     except (RuntimeError, AssertionError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if batch == 1 and "more than 1 value per channel" in first:
+            for h in handles:
+                h.remove()
+            return trace_model(model, resolution, backbone, num_classes, lite_residual, norm, batch=2)
         raise TinyTLError(f"{backbone} cannot run at resolution {resolution}: {first}") from None
     finally:
         for h in handles:
@@ -207,7 +217,7 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
         backbone=backbone, resolution=resolution, num_classes=num_classes, lite_residual=lite_residual,
         norm=norm, model=model, layers=tuple(records),
         param_numels={n: p.numel() for n, p in model.named_parameters()},
-        buffer_numel=sum(b.numel() for b in model.buffers()), input_shape=tuple(x.shape))
+        buffer_numel=sum(b.numel() for b in model.buffers()), input_shape=(1, *x.shape[1:]))
 
 
 def check_resolution(resolution: int) -> int:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from functools import lru_cache
 
 import torch
 from torch import nn
+from torchvision.models.efficientnet import FusedMBConv, MBConv
+from torchvision.ops.misc import SqueezeExcitation
 
 from tinytl.errors import TinyTLError
 from tinytl.models.layers import NORMS, LiteResidual
@@ -17,7 +20,10 @@ Builder = Callable[..., nn.Module]
 # The blocks networks are made of: the memory walk records the outermost one each layer runs in, and the
 # engine's recompute mode re-runs exactly those.
 BLOCK_TYPES: tuple[type[nn.Module], ...] = (MBBlock, tvb.LiteResidualBlock, tvb.InvertedResidualV2,
-                                            tvb.InvertedResidualV3, *tvb.RESNET_BLOCKS)
+                                            tvb.InvertedResidualV3, *tvb.RESNET_BLOCKS, MBConv, FusedMBConv)
+# Set on a squeeze-excitation's layers ("pool" / "scale"): the memory views price SE's `scale * x` there
+# (x is the pooling layer's input, scale the scale activation's output).
+SE_FLAG = "squeeze_excitation_role"
 _BUILDERS: dict[str, Builder] = {}
 
 
@@ -44,10 +50,15 @@ def list_backbones() -> list[str]:
     return list(_BUILDERS) + [n for n in _torchvision_names() if n not in _BUILDERS]
 
 
+LIST_COMMAND = "python -m tinytl memory --list-backbones"
+
+
 def check_backbone(name: str) -> str:
-    """Return the name if it is known, else raise a TinyTLError listing the valid names."""
+    """Return the name if it is known, else raise a one-line TinyTLError with the closest names."""
     if name not in _BUILDERS and name not in _torchvision_names():
-        raise TinyTLError(f"unknown backbone {name!r}; valid: {', '.join(list_backbones())}")
+        close = difflib.get_close_matches(str(name), list_backbones(), n=3, cutoff=0.5)
+        hint = f"closest: {', '.join(close)}; " if close else ""
+        raise TinyTLError(f"unknown backbone {name!r}; {hint}all {len(list_backbones())}: {LIST_COMMAND}")
     return name
 
 
@@ -66,6 +77,16 @@ def build_model(name: str, num_classes: int = 1000, lite_residual: bool = True, 
     if lite_residual:
         meta_twin = model if str(device) == "meta" else tvb.build_torchvision(name, num_classes, norm, "meta")
         tvb.insert_lite_residuals(model, meta_twin, norm)
+    mark_squeeze_excitation(model)
+    return model
+
+
+def mark_squeeze_excitation(model: nn.Module) -> nn.Module:
+    """Flag every torchvision squeeze-excitation's pooling and scale layers (SE_FLAG) for per-layer rules."""
+    for module in model.modules():
+        if isinstance(module, SqueezeExcitation):
+            setattr(module.avgpool, SE_FLAG, "pool")
+            setattr(module.scale_activation, SE_FLAG, "scale")
     return model
 
 

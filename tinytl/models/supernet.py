@@ -1,6 +1,6 @@
 """Elastic ProxylessNAS-style super-net (depth, expand, kernel per block) and its extractable sub-nets.
 
-Space (reference section 8): a fixed stem (3x3 stride 2 to 32) and first block (MBConv expand 1, k3, to 16),
+Space (docs/PAPER.md, super-net space): a fixed stem (3x3 stride 2 to 32) and first block (MBConv expand 1, k3, to 16),
 then 5 elastic stages of up to 4 blocks with out channels 24, 40, 80, 96, 192 and first-block strides
 2, 2, 2, 1, 2, then a fixed (expand 6, k7) block to 320, a 1x1 conv to 1280, pool and classifier (the
 ProxylessNAS-Mobile / OFA-Proxyless layout). A sub-net keeps the first `d` blocks of each stage; a block
@@ -307,7 +307,7 @@ def load_supernet(path: str | Path | None = None, num_classes: int | None = None
     path = Path(path) if path else DEFAULT_CHECKPOINT
     if not path.is_file():
         raise TinyTLError(f"super-net checkpoint {str(path)!r} not found (make it with "
-                          "`python -m tinytl.search.pretrain`)")
+                          "`python -m tinytl supernet-pretrain`)")
     ckpt = load_file(path, "super-net checkpoint", ("state_dict", "num_classes", "lite_residual", "norm"))
     model = ProxylessSuperNet(ckpt["num_classes"], ckpt["lite_residual"], ckpt["norm"])
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torchvision.models as tvm
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torchvision.models.mobilenetv2 import InvertedResidual as InvertedResidualV2
 from torchvision.models.mobilenetv3 import InvertedResidual as InvertedResidualV3
 from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -109,18 +110,38 @@ def insert_lite_residuals(model: nn.Module, meta_twin: nn.Module, norm: str) -> 
     return len(hosts)
 
 
+class _MetaExceptData(TorchFunctionMode):
+    """Like `torch.device("meta")`, but tensors made from values (arange, tensor, linspace) stay on the CPU,
+    so builders that compute their widths with tensors (RegNet) still run; parameters and buffers are
+    created on the meta device, so nothing of the model is allocated."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _META_FACTORIES and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+_META_FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.empty_strided,
+                   torch.randint, torch.normal}
+
+
 def build_torchvision(name: str, num_classes: int, norm: str, device: str | torch.device) -> nn.Module:
     """A torchvision model with a new `num_classes` head and the chosen norm mode (no weights loaded).
 
-    A few builders (RegNet) compute their widths with tensors, which the meta device cannot read back:
-    those are built on the CPU and then moved (parameters only; still no activation is allocated).
+    On the meta device nothing is allocated, even for builders that compute their widths with tensors
+    (RegNet): those run with value-made tensors on the CPU and every parameter and buffer on meta.
     """
     kwargs = {"weights": None, "num_classes": num_classes, **EXTRA_KWARGS.get(name, {})}
     try:
         with torch.device(device):
             model = tvm.get_model(name, **kwargs)
     except NotImplementedError:
-        model = tvm.get_model(name, **kwargs).to(device)
+        if str(device) != "meta":
+            raise
+        with _MetaExceptData():
+            model = tvm.get_model(name, **kwargs)
+        model.to("meta")  # the few value-made buffers (BatchNorm's step counters)
     with torch.device(device):
         convert_norms(model, norm)
     return model

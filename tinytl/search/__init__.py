@@ -1,1 +1,1 @@
-"""Feature-extractor adaptation: super-net sub-net memory, accuracy pairs and predictor, evolutionary search."""
+"""Sub-net search: super-net sub-net memory, accuracy pairs and predictor, evolutionary search under a budget."""

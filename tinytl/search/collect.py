@@ -1,9 +1,10 @@
-"""[sub-net, resolution, accuracy] pairs for the predictor, sharded over torch.distributed ranks.
+"""[sub-net, resolution, accuracy] pairs for the predictor, by inherited weights, sharded over torch.distributed ranks.
 
-Protocol (reference section 8, CPU-sized): each sub-net is extracted from the adapted super-net, fine-tuned
-one epoch (lite+bias) on a fixed 20% of the target train split, and scored on a fixed validation slice of
-the rest of that split (the test split stays untouched). Pair i is seeded from (seed, i) alone, so the
-result does not depend on how pairs are spread over processes; rank r takes pairs r, r + N, ... and
+Protocol (as TinyTL does it; docs/PAPER.md): no sub-net is trained. Each is run with the weights it inherits
+from the adapted super-net and scored on a fixed validation slice of the target's train split that the
+adaptation held out (the test split stays untouched), so a pair costs one forward pass over that slice.
+Which sub-net and resolution pair i measures is fixed by (seed, i) alone and scoring is deterministic, so
+the result does not depend on how pairs are spread over processes; rank r takes pairs r, r + N, ... and
 rank 0 gathers and writes them in index order.
 """
 
@@ -17,14 +18,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from tinytl.data import load_dataset
 from tinytl.models.supernet import ProxylessSuperNet, SubnetConfig, sample_subnet
 from tinytl.search.space import check_resolutions
-from tinytl.train.loop import train
-
-POLICY = "lite+bias"
+from tinytl.train.adapt import VALIDATION_IMAGES, validation_split
+from tinytl.train.loop import evaluate
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,12 @@ class PairSpec:
 
 @dataclass(frozen=True)
 class Protocol:
-    """How a pair's accuracy is measured."""
+    """How a pair's accuracy is measured: the dataset and the held-out validation slice of its train split."""
 
     dataset: str = "digits"
-    finetune_fraction: float = 0.2
-    val_images: int = 450
-    batch_size: int = 8
-    epochs: int = 1
-    seed: int = 0
+    val_images: int = VALIDATION_IMAGES
+    split_seed: int = 0  # the adaptation's seed: its train/test split and held-out slice
+    scoring: str = "inherited weights, no training"
 
 
 def pair_specs(count: int, resolutions: Sequence[int], seed: int = 0) -> list[PairSpec]:
@@ -55,27 +53,29 @@ def pair_specs(count: int, resolutions: Sequence[int], seed: int = 0) -> list[Pa
     return [PairSpec(i, sample_subnet(rng), rng.choice(resolutions)) for i in range(count)]
 
 
-def _splits(train_size: int, protocol: Protocol) -> tuple[list[int], list[int]]:
-    order = torch.randperm(train_size, generator=torch.Generator().manual_seed(protocol.seed)).tolist()
-    n_fit = max(1, round(protocol.finetune_fraction * train_size))
-    return order[:n_fit], order[n_fit:n_fit + protocol.val_images]
+class ValidationSlices:
+    """The validation slice at each resolution, under the test-time transform, built once and reused."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self._loaders: dict[int, DataLoader] = {}
+
+    def loader(self, resolution: int) -> DataLoader:
+        if resolution not in self._loaders:
+            data = load_dataset(self.protocol.dataset, resolution, seed=self.protocol.split_seed)
+            _, val = validation_split(len(data.train), self.protocol.val_images, self.protocol.split_seed)
+            images = Subset(data.train.with_transform(data.test.transform), val)
+            x, y = next(iter(DataLoader(images, len(images))))
+            self._loaders[resolution] = DataLoader(TensorDataset(x, y), 150)
+        return self._loaders[resolution]
 
 
-def measure_pair(supernet: ProxylessSuperNet, spec: PairSpec, protocol: Protocol) -> dict:
-    """Fine-tune the extracted sub-net briefly and score it; deterministic given (protocol.seed, spec.index)."""
-    torch.manual_seed(protocol.seed * 1_000_003 + spec.index)
-    data = load_dataset(protocol.dataset, spec.resolution, seed=protocol.seed)
-    fit, val = _splits(len(data.train), protocol)
-    # validation images come from the train split, shown with the test-time transform
-    val_set = Subset(data.train.with_transform(data.test.transform), val)
-    model = supernet.extract(spec.subnet)
-    loader = DataLoader(Subset(data.train, fit), protocol.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(protocol.seed * 1_000_003 + spec.index))
-    result = train(model, loader, DataLoader(val_set, 256), POLICY, epochs=protocol.epochs, lr=data.spec.lr,
-                   label_smoothing=data.spec.label_smoothing, measure_memory=False)
+def measure_pair(supernet: ProxylessSuperNet, spec: PairSpec, slices: ValidationSlices) -> dict:
+    """Accuracy of one sub-net with inherited weights on the validation slice; no optimizer step."""
+    supernet.set_active(spec.subnet)
+    loss, accuracy = evaluate(supernet, slices.loader(spec.resolution))
     return {"index": spec.index, "subnet": spec.subnet.to_dict(), "resolution": spec.resolution,
-            "accuracy": result.final_accuracy, "finetune_images": len(fit), "val_images": len(val),
-            "steps": result.steps}
+            "accuracy": accuracy, "loss": loss, "val_images": slices.protocol.val_images}
 
 
 def init_distributed() -> tuple[int, int]:
@@ -95,10 +95,11 @@ def collect_pairs(supernet: ProxylessSuperNet, specs: Sequence[PairSpec], protoc
     """Measure this rank's share of the specs; every rank returns all pairs in index order."""
     rank, world = init_distributed()
     mine = [s for s in specs if s.index % world == rank]
+    slices = ValidationSlices(protocol)
     results = []
     started = time.time()
     for k, spec in enumerate(mine, 1):
-        results.append(measure_pair(supernet, spec, protocol))
+        results.append(measure_pair(supernet, spec, slices))
         if log:
             print(f"rank {rank}: pair {k}/{len(mine)} acc {results[-1]['accuracy']:.3f} "
                   f"{time.time() - started:.0f}s", file=log, flush=True)

@@ -1,4 +1,4 @@
-"""Memory-constrained evolutionary search over sub-nets and resolutions (OFA's algorithm, reference section 8).
+"""Memory-constrained evolutionary search over sub-nets and resolutions (OFA's algorithm, docs/PAPER.md).
 
 Every candidate is priced by the analytic sub-net memory before it may join the population, so the whole
 run stays inside the budget. An unreachable budget is refused up front (the smallest reachable memory is
@@ -26,7 +26,7 @@ MAX_ROUNDS = 20  # sampling rounds before a shortfall is filled from feasible pa
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """The reference's values: population 100, 500 iterations, top 25 kept, 50 mutants + 50 crossovers."""
+    """Once-for-All's values: population 100, 500 iterations, top 25 kept, 50 mutants + 50 crossovers."""
 
     population: int = 100
     iterations: int = 500
@@ -139,8 +139,9 @@ def evolve(table: MemoryTable, predictor: AccuracyPredictor, budget_mb: float, b
 def point(genes: np.ndarray, memory_mb: float, accuracy: float, resolutions: Sequence[int]) -> dict:
     """JSON-ready search point."""
     config, resolution = decode(genes, resolutions)
+    # the MLP ranks on its raw output; what a user reads is an accuracy, so it is clipped to 0..1
     return {"subnet": config.to_dict(), "resolution": int(resolution), "memory_mb": float(memory_mb),
-            "predicted_accuracy": float(accuracy)}
+            "predicted_accuracy": min(max(float(accuracy), 0.0), 1.0)}
 
 
 def search_subnets(budget_mb: float, predictor: AccuracyPredictor, policy: str = "lite+bias", batch_size: int = 8,
@@ -162,10 +163,12 @@ def search_subnets(budget_mb: float, predictor: AccuracyPredictor, policy: str =
         genes, memory, accuracy = evolve(table, predictor, budget_mb, batch_size, frozen_bits, settings, progress)
     finally:
         torch.set_num_threads(threads)
-    front = [point(genes[i], memory[i], accuracy[i], resolutions) for i in pareto_front(memory, accuracy)]
+    front_rows = pareto_front(memory, accuracy)
+    front = [point(genes[i], memory[i], accuracy[i], resolutions) for i in front_rows]
+    best = max(front_rows, key=lambda i: accuracy[i])
     return {"budget_mb": budget_mb, "policy": policy, "batch_size": batch_size, "classes": num_classes,
             "frozen_bits": frozen_bits, "resolutions": list(resolutions), "smallest_mb": smallest_bytes / 1e6,
-            "front": front, "best": max(front, key=lambda p: p["predicted_accuracy"]),
+            "front": front, "best": point(genes[best], memory[best], accuracy[best], resolutions),
             "predictor": dict(predictor.metrics),
             "search": {"population": settings.population, "iterations": settings.iterations,
                        "parent_ratio": settings.parent_ratio, "mutation_ratio": settings.mutation_ratio,

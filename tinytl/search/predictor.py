@@ -1,8 +1,9 @@
-"""Accuracy predictor (reference section 8): one-hot features, an MLP of 3 x 400, plus a constant base accuracy.
+"""Accuracy predictor (docs/PAPER.md, accuracy predictor): one-hot features, an MLP of 3 x 400, plus a constant base accuracy.
 
 Features: one-hot of the resolution, then per block slot a one-hot of kernel (3) and of expand (3), all
 zero for slots beyond a stage's depth. Trained on [sub-net, resolution, accuracy] pairs with an 80/20 split;
-held-out RMSE and Kendall tau are kept with the weights.
+held-out RMSE, Kendall tau over all held-out pairs and within each resolution (the ranking a search needs),
+and the same for two baselines are kept with the weights.
 """
 
 from __future__ import annotations
@@ -106,10 +107,17 @@ def train_predictor(pairs: Sequence[dict], seed: int = 0, epochs: int = 300, lr:
     def tau(guess: np.ndarray) -> float:
         return float(kendalltau(guess, truth).statistic) if n_test > 1 else float("nan")
 
+    # ranking sub-nets within one resolution is what a search needs once it has picked the resolution
+    per_res = {int(resolutions[r]): float(kendalltau(pred[res[test] == r], truth[res[test] == r]).statistic)
+               for r in sorted(set(res[test])) if (res[test] == r).sum() > 1}
+    per_res = {r: t for r, t in per_res.items() if np.isfinite(t)}
+
     model.metrics = {"rmse": float(np.sqrt(np.mean((pred - truth) ** 2))),
                      "mean_rmse": float(np.sqrt(np.mean((acc[fit].mean() - truth) ** 2))),
                      "resolution_mean_rmse": float(np.sqrt(np.mean((res_mean - truth) ** 2))),
                      "kendall_tau": tau(pred), "resolution_mean_kendall_tau": tau(res_mean),
+                     "within_resolution_kendall_tau": float(np.mean(list(per_res.values()))) if per_res else float("nan"),
+                     "kendall_tau_by_resolution": {str(r): t for r, t in per_res.items()},
                      "train_pairs": int(len(fit)), "test_pairs": int(n_test),
                      "seed": seed, "epochs": epochs, "resolutions": list(resolutions)}
     return model
@@ -138,6 +146,8 @@ def load_predictor(path: str | Path | None = None) -> AccuracyPredictor:
         raise TinyTLError(f"accuracy predictor {str(path)!r} not found (train it with "
                           "`python -m tinytl collect --train-predictor` or pass --predictor PATH)")
     ckpt = load_file(path, "accuracy predictor", ("state_dict", "resolutions", "metrics"))
+    if not isinstance(ckpt["metrics"], dict) or not isinstance(ckpt["resolutions"], (list, tuple)):
+        raise TinyTLError(f"accuracy predictor {path} is damaged (its metrics or resolutions are not readable)")
     model = AccuracyPredictor(ckpt["resolutions"])
     try:
         model.load_state_dict(ckpt["state_dict"])

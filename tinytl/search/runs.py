@@ -15,9 +15,9 @@ from tinytl.data import load_dataset
 from tinytl.memory import VIEWS, profile_memory
 from tinytl.models.supernet import SubnetConfig, parse_subnet
 from tinytl.policies import apply_policy
-from tinytl.search.adapt import DEFAULT_ADAPTED, load_adapted
+from tinytl.train.adapt import DEFAULT_ADAPTED, load_adapted
 from tinytl.train.checkpoint import LoadReport
-from tinytl.train.recipe import FinetuneSettings
+from tinytl.train.recipe import FinetuneSettings, convert_for_engine, engine_mode
 from tinytl.train.runner import PreparedRun, execute_run
 from tinytl.train.store import RunStore
 
@@ -34,8 +34,10 @@ def prepare_subnet_run(config: SubnetConfig, resolution: int, epochs: int = 2, b
     supernet = load_adapted(adapted)
     model = supernet.extract(config)
     apply_policy(model, policy)
+    model = convert_for_engine(model, settings)
     predicted = {view: profile_memory("supernet", policy, resolution, batch_size, data.num_classes, view=view,
-                                      subnet=config).total_mb for view in VIEWS}
+                                      subnet=config, **({"mode": engine_mode(settings.engine)}
+                                                        if view == "engine" else {})).total_mb for view in VIEWS}
     train_loader = DataLoader(data.train, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     return PreparedRun(settings, data, model, LoadReport(settings.weights, len(model.state_dict()), ()),
                        train_loader, DataLoader(data.test, 256), predicted)

@@ -34,9 +34,10 @@ class EpochMetrics:
 
 @dataclass
 class TrainHooks:
-    """Callbacks: `before_step(step, model)` (e.g. sample a sub-net), `after_step(step, total, loss)`,
-    `after_epoch(metrics)`, `should_stop()` polled every step (cancel)."""
+    """Callbacks: `before_step(step, model)` (e.g. sample a sub-net), `prepare_batch(step, x)` (e.g. resize it),
+    `after_step(step, total, loss)`, `after_epoch(metrics)`, `should_stop()` polled every step (cancel)."""
 
+    prepare_batch: Callable[[int, torch.Tensor], torch.Tensor] | None = None
     before_step: Callable[[int, nn.Module], None] | None = None
     after_step: Callable[[int, int, float], None] | None = None
     after_epoch: Callable[[EpochMetrics], None] | None = None
@@ -104,6 +105,8 @@ def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, p
             x, y = x.to(device), y.to(device)
             if hooks.before_step:
                 hooks.before_step(result.steps, model)
+            if hooks.prepare_batch:
+                x = hooks.prepare_batch(result.steps, x)
             lr_now = optimizer.param_groups[0]["lr"]
             outputs: dict[str, torch.Tensor] = {}
 

@@ -10,7 +10,14 @@ from tinytl.errors import TinyTLError
 from tinytl.models import build_model, check_backbone
 from tinytl.policies import parse_policy, policy_label
 
-ENGINES = ("pytorch", "tinytl", "tinytl-recompute")  # tinytl: the engine's exact mode
+ENGINES = ("auto", "pytorch", "tinytl", "tinytl-recompute")  # tinytl: the engine's exact mode
+DEFAULT_ENGINE = "auto"  # the engine, in the mode that realises the most for the norm (see default_engine)
+
+
+def default_engine(norm: str) -> str:
+    """The engine that keeps least for a norm: exact under frozen-statistics BN (it reaches the paper's theory),
+    recompute under GroupNorm / batch-statistics BN (their exact minimum is a whole x_hat per norm input)."""
+    return "tinytl" if norm == "bn-frozen" else "tinytl-recompute"
 
 
 def engine_mode(engine: str) -> str:
@@ -37,7 +44,7 @@ class FinetuneSettings:
     batch_size: int = 32
     lr: float | None = None
     label_smoothing: float | None = None
-    engine: str = "pytorch"
+    engine: str = DEFAULT_ENGINE
     frozen_bits: int | None = None
     lite_residual: bool = True
     norm: str = "gn"
@@ -70,7 +77,8 @@ class FinetuneSettings:
             raise TinyTLError(f"unknown engine {self.engine!r}; valid: {', '.join(ENGINES)}")
         if self.frozen_bits is not None and self.engine == "pytorch":
             raise TinyTLError("8-bit frozen weights need --engine tinytl (stock PyTorch keeps fp32 weights)")
-        return FinetuneSettings.from_dict({**self.to_dict(), "policy": policy_label(self.policy)})
+        engine = default_engine(self.norm) if self.engine == "auto" else self.engine
+        return FinetuneSettings.from_dict({**self.to_dict(), "policy": policy_label(self.policy), "engine": engine})
 
 
 def build_finetune_model(settings: FinetuneSettings, num_classes: int) -> nn.Module:

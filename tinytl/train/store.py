@@ -17,6 +17,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from tinytl.errors import TinyTLError
+from tinytl.paths import user_data_dir
 
 STATUSES = ("running", "done", "cancelled", "failed")
 STALE_SECONDS = 300.0
@@ -41,12 +42,8 @@ CREATE TABLE IF NOT EXISTS epochs (
 
 
 def default_store_path() -> Path:
-    """$TINYTL_HOME/runs.sqlite, else the user data folder ($XDG_DATA_HOME or ~/.local/share)/tinytl."""
-    home = os.environ.get("TINYTL_HOME")
-    if home:
-        return Path(home).expanduser() / "runs.sqlite"
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "tinytl" / "runs.sqlite"
+    """runs.sqlite in the user data folder ($TINYTL_HOME, else ($XDG_DATA_HOME or ~/.local/share)/tinytl)."""
+    return user_data_dir() / "runs.sqlite"
 
 
 def _pid_alive(pid: int) -> bool:

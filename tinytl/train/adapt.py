@@ -1,0 +1,123 @@
+"""Feature-extractor adaptation: fine-tune the super-net on the target, a random sub-net and resolution every step.
+
+As TinyTL does it (docs/PAPER.md, feature-extractor adaptation): under `lite+bias` only biases, lite residuals
+and the new classifier move, so the adapted state is small and stored apart from the super-net (`full` is
+offered too and stores every tensor). Every sub-net inherits the adapted weights on extraction. A fixed
+validation slice of the target's train split is held out of the adaptation: the accuracy pairs are scored on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from tinytl.data import load_dataset
+from tinytl.errors import TinyTLError
+from tinytl.models.supernet import DEFAULT_CHECKPOINT, ProxylessSuperNet, SubnetConfig, load_supernet, sample_subnet
+from tinytl.policies import trainable_names
+from tinytl.storage import load_file, save_file, to_float, to_half
+from tinytl.train.elastic import resize_batch, subnet_accuracies
+from tinytl.train.loop import TrainHooks, evaluate, train
+
+DEFAULT_ADAPTED = DEFAULT_CHECKPOINT.with_name("supernet_digits_fa.pt")
+ADAPT_POLICIES = ("lite+bias", "bias", "full")
+VALIDATION_IMAGES = 300
+log = logging.getLogger(__name__)
+
+
+def validation_split(train_size: int, val_images: int = VALIDATION_IMAGES, seed: int = 0) -> tuple[list[int], list[int]]:
+    """(adaptation indices, validation indices) of a train split: a fixed seeded slice is held out."""
+    if not 0 < val_images < train_size:
+        raise TinyTLError(f"validation images must be in 1..{train_size - 1}, got {val_images}")
+    order = torch.randperm(train_size, generator=torch.Generator().manual_seed(seed)).tolist()
+    return order[val_images:], order[:val_images]
+
+
+def adapt_supernet(supernet: ProxylessSuperNet, resolutions: Sequence[int], dataset: str = "digits",
+                   policy: str = "lite+bias", epochs: int = 20, batch_size: int = 32, lr: float | None = None,
+                   val_images: int = VALIDATION_IMAGES, seed: int = 0) -> dict:
+    """Train the policy's parameters with a random sub-net and resolution per step; return the run's metadata."""
+    if policy not in ADAPT_POLICIES:
+        raise TinyTLError(f"adaptation policy must be one of {', '.join(ADAPT_POLICIES)}, got {policy!r}")
+    resolutions = sorted(set(resolutions))
+    data = load_dataset(dataset, max(resolutions), seed=seed)  # the seed fixes the split, as for a fine-tune
+    if supernet.classifier[1].out_features != data.num_classes:
+        raise TinyTLError(f"super-net head has {supernet.classifier[1].out_features} outputs, "
+                          f"{dataset} has {data.num_classes} classes")
+    fit, _ = validation_split(len(data.train), val_images, seed)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    started, cpu_started = time.perf_counter(), time.process_time()
+
+    def after_step(step: int, total: int, loss: float) -> None:
+        if step % 50 == 0 or step == total:
+            log.info("adapt step %d/%d loss %.3f %.0fs", step, total, loss, time.perf_counter() - started)
+
+    hooks = TrainHooks(before_step=lambda step, model: model.set_active(sample_subnet(rng)),
+                       prepare_batch=lambda step, x: resize_batch(x, rng.choice(resolutions)),
+                       after_step=after_step)
+    loader = DataLoader(Subset(data.train, fit), batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    report_resolution = 64 if 64 in resolutions else resolutions[0]  # the fine-tune demo's when searched
+    test_set = load_dataset(dataset, report_resolution, seed=seed).test
+    result = train(supernet, loader, DataLoader(test_set, 256), policy, epochs=epochs, lr=lr or data.spec.lr,
+                   label_smoothing=data.spec.label_smoothing, measure_memory=False, hooks=hooks)
+    accuracy = subnet_accuracies(supernet, test_set)
+    log.info("adapted: %s test accuracy %s", dataset, accuracy)
+    return {"dataset": dataset, "classes": data.num_classes, "resolutions": resolutions, "epochs": epochs,
+            "batch_size": batch_size, "lr": lr or data.spec.lr, "policy": policy, "seed": seed,
+            "train_images": len(fit), "validation_images_held_out": val_images, "steps": result.steps,
+            "train_seconds": round(result.train_seconds, 1),
+            "cpu_seconds": round(time.process_time() - cpu_started, 1),
+            "test_accuracy": {"resolution": report_resolution, **accuracy},
+            "made_by": "python -m tinytl adapt"}
+
+
+def save_adapted(supernet: ProxylessSuperNet, path: str | Path, base: str | Path, meta: dict) -> int:
+    """Store only the adapted tensors (fp16) plus the base super-net's file name; return the file size."""
+    names = trainable_names(supernet, meta.get("policy", "lite+bias"))
+    state = to_half({k: v for k, v in supernet.named_parameters() if k in names})
+    return save_file({"state_dict": state, "base": str(Path(base).name),
+                      "num_classes": supernet.classifier[1].out_features, "provenance": meta}, path)
+
+
+def load_adapted(path: str | Path | None = None) -> ProxylessSuperNet:
+    """The super-net with an adaptation applied (default: the shipped data/supernet_digits_fa.pt); the base
+    super-net is the file the adaptation names, in the adaptation's folder or else among the shipped assets."""
+    path = Path(path) if path else DEFAULT_ADAPTED
+    if not path.is_file():
+        raise TinyTLError(f"adapted super-net {str(path)!r} not found (make it with `python -m tinytl adapt`)")
+    ckpt = load_file(path, "adapted super-net", ("state_dict", "base", "num_classes"))
+    base = ckpt["base"]
+    if not isinstance(base, str) or Path(base).name != base or base in ("", ".", ".."):
+        raise TinyTLError(f"adapted super-net {path.name} names its base {base!r}: expected a file name beside it")
+    beside = path.with_name(base)
+    model = load_supernet(beside if beside.is_file() else DEFAULT_CHECKPOINT.with_name(base), ckpt["num_classes"])
+    missing = set(ckpt["state_dict"]) - set(dict(model.named_parameters()))
+    if missing:
+        raise TinyTLError(f"adapted state {path.name} does not fit the super-net: {sorted(missing)[:3]}")
+    model.load_state_dict(to_float(ckpt["state_dict"]), strict=False)
+    model.provenance = {"base": model.provenance, "adaptation": ckpt["provenance"]}
+    return model
+
+
+def adaptation_seed(supernet: ProxylessSuperNet) -> int:
+    """The seed an adapted super-net was adapted with: it fixes the target's train/test split."""
+    return int(getattr(supernet, "provenance", {}).get("adaptation", {}).get("seed", 0))
+
+
+def subnet_test_accuracy(supernet: ProxylessSuperNet, config: SubnetConfig, resolution: int,
+                         dataset: str = "digits") -> dict:
+    """Held-out test accuracy of one sub-net with inherited weights (no training), on the adaptation's split."""
+    data = load_dataset(dataset, resolution, seed=adaptation_seed(supernet))
+    supernet.set_active(config)
+    loss, accuracy = evaluate(supernet, DataLoader(data.test, 250))
+    return {"accuracy": accuracy, "loss": loss, "test_images": len(data.test), "resolution": resolution,
+            "dataset": dataset, "subnet": config.to_dict()}
+
