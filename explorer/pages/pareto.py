@@ -123,7 +123,7 @@ policy = c1.selectbox("Policy", POLICIES, index=POLICIES.index("lite+bias"), key
                       format_func=lambda p: f"{p} ({PAPER_NAMES[p]})")
 batch_size = int(c2.number_input("Batch size", 1, 256, 8, key="pareto_batch"))
 classes = int(c3.number_input("Classes", 1, 1000, int(provenance.get("classes", 10)), key="pareto_classes"))
-budget = float(c4.number_input("Memory budget (MB)", 0.1, 10000.0, 8.0, step=0.5, key="pareto_budget"))
+budget = float(c4.number_input("Memory budget (MB)", 0.1, 10000.0, 12.5, step=0.5, key="pareto_budget"))
 c5, c6, c7 = st.columns([1, 1, 2])
 count = int(c5.slider("Sampled sub-nets", 50, 1000, 300, step=50, key="pareto_samples"))
 show_dominated = c6.toggle("Show dominated points", value=True, key="pareto_dominated")
