@@ -14,7 +14,7 @@ from tinytl.models.supernet import parse_subnet
 from tinytl.policies import PAPER_NAMES, POLICIES
 from tinytl.search.evolution import SearchSettings, pareto_front, random_points, search_subnets
 from tinytl.search.memory import subnet_memory_bytes
-from tinytl.search.predictor import load_predictor, quality_warning
+from tinytl.search.predictor import load_predictor, quality_warning, shown_accuracy
 from tinytl.search.runs import measured_accuracy, prepare_subnet_run, start_subnet_run
 from tinytl.search.space import encode
 from tinytl.train.adapt import load_adapted, subnet_test_accuracy
@@ -195,8 +195,7 @@ st.plotly_chart(charts.layer_chart(table, report.peak_index, "#54A24B",
                                    f"peak {report.activation_mb:.2f} MB at {report.peak_layer}"),
                 key="pareto_layer_chart")
 
-predicted = min(max(float(model.predict(encode(parse_subnet(subnet), resolution, model.resolutions)[None, :])[0]),
-                    0.0), 1.0)
+predicted = shown_accuracy(model.predict(encode(parse_subnet(subnet), resolution, model.resolutions)[None, :])[0])
 m1, m2, m3 = st.columns([1, 1, 2])
 m1.metric("Predicted accuracy", f"{predicted:.1%}", help="the accuracy predictor's estimate for this point")
 measured_points = st.session_state.setdefault(MEASURED_KEY, {})

@@ -176,7 +176,6 @@ def _record(model: nn.Module, trainable: set[str], batch: int, sample_shape: tup
     optimizer = _steady_state_adam(params)
     model.train()
     sites: list[Site] = []
-    site_of_module: dict[int, str] = {}
     calls: dict[str, int] = {}
     stack: list[int] = []
     saved: list[int] = []

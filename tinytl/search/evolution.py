@@ -18,7 +18,7 @@ import torch
 from tinytl.errors import TinyTLError
 from tinytl.models.supernet import smallest_subnet
 from tinytl.search.memory import MemoryTable, memory_table
-from tinytl.search.predictor import AccuracyPredictor
+from tinytl.search.predictor import AccuracyPredictor, shown_accuracy
 from tinytl.search.space import ARCH_CHOICES, NUM_GENES, R_GENE, canonical_genes, decode, encode, random_genes
 
 MAX_ROUNDS = 20  # sampling rounds before a shortfall is filled from feasible parents
@@ -139,9 +139,8 @@ def evolve(table: MemoryTable, predictor: AccuracyPredictor, budget_mb: float, b
 def point(genes: np.ndarray, memory_mb: float, accuracy: float, resolutions: Sequence[int]) -> dict:
     """JSON-ready search point."""
     config, resolution = decode(genes, resolutions)
-    # the MLP ranks on its raw output; what a user reads is an accuracy, so it is clipped to 0..1
     return {"subnet": config.to_dict(), "resolution": int(resolution), "memory_mb": float(memory_mb),
-            "predicted_accuracy": min(max(float(accuracy), 0.0), 1.0)}
+            "predicted_accuracy": shown_accuracy(accuracy)}
 
 
 def search_subnets(budget_mb: float, predictor: AccuracyPredictor, policy: str = "lite+bias", batch_size: int = 8,

@@ -1,4 +1,4 @@
-"""Accuracy predictor (docs/PAPER.md, accuracy predictor): one-hot features, an MLP of 3 x 400, plus a constant base accuracy.
+"""Accuracy predictor (docs/PAPER.md): one-hot features, an MLP of 3 x 400, plus a constant base accuracy.
 
 Features: one-hot of the resolution, then per block slot a one-hot of kernel (3) and of expand (3), all
 zero for slots beyond a stage's depth. Trained on [sub-net, resolution, accuracy] pairs with an 80/20 split;
@@ -68,6 +68,11 @@ class AccuracyPredictor(nn.Module):
         return resolutions
 
 
+def shown_accuracy(raw: float) -> float:
+    """A raw predictor output as the accuracy a user reads (0..1): the MLP ranks on raw values, which may overshoot."""
+    return min(max(float(raw), 0.0), 1.0)
+
+
 def pairs_to_arrays(pairs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """Gene rows, accuracies and the resolution list of collected pairs."""
     if len(pairs) < 5:
@@ -116,7 +121,8 @@ def train_predictor(pairs: Sequence[dict], seed: int = 0, epochs: int = 300, lr:
                      "mean_rmse": float(np.sqrt(np.mean((acc[fit].mean() - truth) ** 2))),
                      "resolution_mean_rmse": float(np.sqrt(np.mean((res_mean - truth) ** 2))),
                      "kendall_tau": tau(pred), "resolution_mean_kendall_tau": tau(res_mean),
-                     "within_resolution_kendall_tau": float(np.mean(list(per_res.values()))) if per_res else float("nan"),
+                     "within_resolution_kendall_tau":
+                         float(np.mean(list(per_res.values()))) if per_res else float("nan"),
                      "kendall_tau_by_resolution": {str(r): t for r, t in per_res.items()},
                      "train_pairs": int(len(fit)), "test_pairs": int(n_test),
                      "seed": seed, "epochs": epochs, "resolutions": list(resolutions)}
