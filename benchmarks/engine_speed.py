@@ -1,4 +1,4 @@
-"""Engine speed and memory against stock PyTorch and checkpointing (issue 13), measured in one process.
+"""Engine speed and memory against stock PyTorch and checkpointing, measured in one process.
 
 Per setting, four contenders from the same weights and inputs: stock PyTorch, stock with
 torch.utils.checkpoint(use_reentrant=False) on the blocks the recompute mode re-runs, and the engine's
@@ -44,7 +44,7 @@ def run_setting(name: str, rounds: int) -> dict:
 
 
 def old_protocol(name: str, steps: int) -> dict[str, float]:
-    """`measure` before issue 13: contenders one after another (stock first), best of `steps` with Adam."""
+    """the old `measure` timing: contenders one after another (stock first), best of `steps` with Adam."""
     backbone, norm, policy, resolution, batch = SETTINGS[name]
     torch.manual_seed(0)
     base = build_model(backbone, 102, norm=norm)
@@ -142,7 +142,7 @@ def main() -> None:
             best = old_protocol(name, args.old_protocol)
             print(f"- {name}: " + ", ".join(f"{c} {best[c]:.3f} ({best[c] / best['pytorch']:.2f}x)"
                                           for c in CONTENDERS))
-    print("\nMust show:")
+    print("\nKey results:")
     print("\n".join(must_show(rows)))
 
 

@@ -1,4 +1,4 @@
-"""The default fine-tune on the engine vs stock PyTorch (issue 13): peak and accuracy, same seed, one process.
+"""The default fine-tune on the engine vs stock PyTorch: peak and accuracy, same seed, one process.
 
 Runs `finetune`'s defaults (digits, shipped checkpoint, lite+bias, engine auto) and the same setting on
 stock PyTorch, plus stock `full` (what a user fine-tunes without TinyTL), and prints a markdown table and
@@ -41,7 +41,7 @@ def main() -> None:
     auto, stock, full = (runs[k][1] for k in CONTENDERS)
     ratio = full["measured_peak_bytes"] / auto["measured_peak_bytes"]
     gap = 100 * abs(auto["final_accuracy"] - stock["final_accuracy"])
-    print("\nMust show:")
+    print("\nKey results:")
     print(f"- {'HOLDS' if ratio >= 2.5 else 'FAILS'}: default lite+bias peaks {ratio:.2f}x below stock full "
           f"(need >= 2.5x)")
     print(f"- {'HOLDS' if gap <= 1.0 else 'FAILS'}: default lite+bias accuracy {auto['final_accuracy']:.3f} vs "

@@ -1,6 +1,7 @@
 """Accuracy pairs per resolution (count, mean, spread) and the predictor's held-out metrics, as markdown.
 
-Run: python benchmarks/pairs_by_resolution.py [--pairs data/supernet_pairs.json] [--predictor data/supernet_predictor.pt]
+Run: python benchmarks/pairs_by_resolution.py [--pairs data/supernet_pairs.json] \
+     [--predictor data/supernet_predictor.pt]
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def main() -> None:
     for key in ("train_pairs", "test_pairs", "rmse", "mean_rmse", "resolution_mean_rmse", "kendall_tau",
                 "resolution_mean_kendall_tau", "within_resolution_kendall_tau", "kendall_tau_by_resolution"):
         value = m.get(key)
-        print(f"| {key} | {json.dumps(value) if isinstance(value, dict) else (f'{value:.4f}' if isinstance(value, float) else value)} |")
+        shown = json.dumps(value) if isinstance(value, dict) else f"{value:.4f}" if isinstance(value, float) else value
+        print(f"| {key} | {shown} |")
 
 
 if __name__ == "__main__":

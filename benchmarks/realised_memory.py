@@ -93,7 +93,8 @@ def must_show(rows: list[dict]) -> list[str]:
             check(ratio >= save_x, f"{norm} bias: stock saves {ratio:.1f}x more than engine {mode} (need >= {save_x}x)")
         if r and full:
             peak = full["stock"]["peak_bytes"] / r[mode]["peak_bytes"]
-            check(peak >= peak_x, f"{norm}: engine {mode} bias peak is {peak:.1f}x below stock full (need >= {peak_x}x)")
+            check(peak >= peak_x,
+                  f"{norm}: engine {mode} bias peak is {peak:.1f}x below stock full (need >= {peak_x}x)")
             step = r[mode]["step_seconds"] / full["stock"]["step_seconds"]
             check(step <= step_x, f"{norm}: engine {mode} bias step is {step:.2f}x stock full's (need <= {step_x}x)")
     for policy in ("bias", "lite+bias"):
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     print(TABLE_HEAD, flush=True)
     rows = measure_grid(args.backbone, args.policies.split(","), args.norms.split(","), args.resolution,
                         args.batch_size, args.classes, args.timing_steps)
-    print("\nMust show:")
+    print("\nKey results:")
     print("\n".join(must_show(rows)))
     if args.json_out:
         with open(args.json_out, "w") as f:

@@ -82,6 +82,6 @@ def guarded(compute: Callable[[], T]) -> T | None:
         return compute()
     except TinyTLError as err:
         st.error(str(err), icon=":material/error:")
-    except Exception as err:  # a library failure on an odd model: say what failed, keep the page alive
+    except Exception as err:  # noqa: BLE001 - a library failure on an odd model: say what failed, keep the page alive
         st.error(f"this setting could not be analysed ({type(err).__name__}: {err})", icon=":material/error:")
     return None

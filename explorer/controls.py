@@ -153,7 +153,7 @@ def _custom_pickers(sb) -> None:
     try:
         options = list(param_groups(model_trace(state["backbone"], state["resolution"], state["classes"],
                                                 state["lite_residual"], state["norm"])))
-    except Exception:  # the page reports a bad setting; offer what was picked before
+    except Exception:  # noqa: BLE001 - the page reports a bad setting; offer what was picked before
         options = list(state["custom_groups"])
     state["custom_groups"] = [g for g in state["custom_groups"] if g in options]
     sb.subheader("Custom policy")

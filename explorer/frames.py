@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -44,13 +44,42 @@ def param_breakdown(trace: ModelTrace, policy: str, report: MemoryReport) -> pd.
 
 
 def budget_frame(report: MemoryReport, devices: Sequence[Device],
-                 others: dict[str, MemoryReport]) -> pd.DataFrame:
-    """One row per device: verdict, headroom and largest fitting batch under `report`; verdicts under `others`."""
+                 others: dict[str, MemoryReport], optimizer: str = "adam") -> pd.DataFrame:
+    """One row per device: reserve, compared total, verdict, headroom and largest fitting batch under `report`;
+    verdicts under `others`."""
     rows = []
     for device in devices:
-        check = check_budget(report, device)
+        check = check_budget(report, device, optimizer)
         row = {"device": device.name, "memory": device.memory, "budget MB": device.budget_mb,
-               "verdict": check.verdict, "headroom MB": check.headroom_mb, "largest batch": check.largest_batch}
-        row.update({f"verdict · {key}": check_budget(other, device).verdict for key, other in others.items()})
+               "reserve MB": device.reserve_mb, "total MB": check.total_mb, "verdict": check.verdict,
+               "headroom MB": check.headroom_mb, "largest batch": check.largest_batch}
+        row.update({f"verdict · {key}": check_budget(other, device, optimizer).verdict
+                    for key, other in others.items()})
+        row["reserve for"] = device.reserve_note
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def terms_frame(reports: Mapping[str, MemoryReport], device: Device, optimizer: str = "adam",
+                verdict_view: str | None = None) -> pd.DataFrame:
+    """One row per view (keyed by its title): the terms its device total adds up from, in MB, and the verdict."""
+    rows = []
+    for title, report in reports.items():
+        check = check_budget(report, device, optimizer)
+        t = check.terms
+        rows.append({"view": title, "used by the verdicts": "yes" if title == verdict_view else "no",
+                     "activations MB": t.activation_bytes / MB, "trainable params MB": t.trainable_param_bytes / MB,
+                     "frozen params MB": t.frozen_param_bytes / MB, "gradients MB": t.gradient_bytes / MB,
+                     f"optimizer state ({optimizer}) MB": t.optimizer_bytes / MB, "buffers MB": t.buffer_bytes / MB,
+                     "training total MB": t.training_bytes / MB, "reserve MB": t.reserve_bytes / MB,
+                     "total MB": t.total_bytes / MB, "budget MB": device.budget_mb, "headroom MB": check.headroom_mb,
+                     "verdict": check.verdict, "largest batch": check.largest_batch})
+    return pd.DataFrame(rows)
+
+
+def terms_by_view(terms: pd.DataFrame) -> pd.DataFrame:
+    """`terms_frame` for display: one column per view, one row per term, as text (MB to 3 decimals)."""
+    table = terms.set_index("view")
+    text = pd.DataFrame({c: table[c].map("{:,.3f}".format if c.endswith(" MB") else str) for c in table},
+                        index=table.index)
+    return text.T

@@ -125,6 +125,41 @@ def test_memory_parameter_breakdown_and_tables_match_report():
     assert {b.label for b in at.get("download_button")} == {"Download CSV", "Download JSON"}
 
 
+def test_memory_verdict_terms_per_view_and_the_view_the_verdicts_use():
+    at = open_app(policy="bias", view="pytorch", optimizer="sgd-momentum")
+    assert_clean(at)
+    chosen = next(v for v in variants() if v.key == "pytorch")
+    pi = next(d for d in DEVICES if d.name == "Raspberry Pi Zero / Zero 2 W")  # the breakdown's default device
+    terms = at.table[0].value
+    assert list(terms.columns) == [v.title for v in variants()]
+    for v in variants():
+        r = variant_report(v, "bias")
+        check = check_budget(r, pi, "sgd-momentum")
+        shown = terms[v.title]
+        assert shown["used by the verdicts"] == ("yes" if v == chosen else "no")
+        assert shown["gradients MB"] == f"{4 * r.num_trainable_params / 1e6:,.3f}"  # one fp32 gradient each
+        assert shown["optimizer state (sgd-momentum) MB"] == f"{4 * r.num_trainable_params / 1e6:,.3f}"  # 1 moment
+        assert shown["reserve MB"] == f"{pi.reserve_bytes / 1e6:,.3f}"
+        assert shown["total MB"] == f"{check.total_mb:,.3f}"
+        assert (shown["verdict"], shown["largest batch"]) == (check.verdict, str(check.largest_batch))
+        training = f"{check.terms.training_bytes / 1e6:.2f} MB"
+        card = [c.value for c in at.caption if "Device verdicts use" in c.value and training in c.value]
+        assert len(card) == 1
+        assert ("Device verdicts use this view" in card[0]) == (v == chosen)
+    r = variant_report(chosen, "bias")
+    check = check_budget(r, pi, "sgd-momentum")
+    sentence = next(m.value for m in at.markdown if "The verdicts in the table above" in m.value)
+    assert f"use the **{chosen.title}** view's total" in sentence
+    assert f"= **{check.total_mb:.2f} MB** of {pi.budget_mb:.2f} MB: **{check.verdict}**" in sentence
+    budgets = at.dataframe[1].value
+    devices = [*DEVICES, custom_device(50.0)]
+    checks = [check_budget(r, d, "sgd-momentum") for d in devices]
+    assert list(budgets["reserve MB"]) == pytest.approx([d.reserve_bytes / 1e6 for d in devices])
+    assert list(budgets["total MB"]) == pytest.approx([c.total_mb for c in checks])
+    assert list(budgets["verdict"]) == [c.verdict for c in checks]
+    assert at.query_params["optimizer"] == "sgd-momentum"
+
+
 def test_memory_custom_policy_ticks_groups_and_kinds():
     at = open_app()
     at.selectbox(key="policy").set_value("custom").run()

@@ -15,13 +15,16 @@ def test_json_matches_table2(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["total_mb"] == pytest.approx(31.7, rel=0.01)
     assert out["view"] == "paper" and out["backbone"] == "proxylessnas_mobile" and out["policy"] == "bias"
-    assert out["stored_activation_bytes"] == 8 * sum(l["stored_bytes"] for l in out["layers"])
+    assert out["stored_activation_bytes"] == 8 * sum(row["stored_bytes"] for row in out["layers"])
 
 
-def test_table_output(capsys):
+def test_summary_first_table_on_request(capsys):
     assert main(["memory", "--policy", "last"]) == 0
     text = capsys.readouterr().out
-    assert "classifier.1" in text and "total 30.8" in text
+    assert text.startswith("paper view") and "total 30.8" in text and "classifier.1" not in text
+    assert main(["memory", "--policy", "last", "--layers"]) == 0
+    text = capsys.readouterr().out
+    assert text.index("total 30.8") < text.index("classifier.1")
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -29,7 +32,7 @@ def test_table_output(capsys):
     (["--backbone", "resnet5"], "closest: resnet50"),
     (["--policy", "nope"], "valid: full, last"),
     (["--resolution", "16"], "resolution"),
-    (["--resolution", "abc"], "invalid int"),
+    (["--resolution", "abc"], "expected an integer"),
     (["--batch-size", "0"], "batch size"),
     (["--classes", "0"], "classes"),
     (["--frozen-bits", "33"], "frozen bits"),

@@ -83,7 +83,7 @@ def test_cli_subnet_runs_and_is_recorded(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["history"][0]["steps"] == 2
     record = RunStore(store).get_run(out["run_id"])
-    assert record["status"] == "done" and record["settings"]["subnet"]["d"] == [2] * 5
+    assert record["status"] == "done" and json.loads(record["settings"]["subnet"])["d"] == [2] * 5
 
 
 def _cli(*argv, tmp_path):
@@ -113,7 +113,7 @@ def test_engine_view_is_priced_in_the_runs_engine_mode():
     for mode, predicted in (("exact", exact), ("recompute", recompute)):
         expected = profile_memory("proxylessnas_mobile", "bias", 64, 32, 10, 32, True, "gn", "engine", mode=mode)
         assert predicted["engine"] == pytest.approx(expected.total_mb)
-    assert recompute["engine"] < exact["engine"]  # GN under bias: recompute keeps far less (issue 4)
+    assert recompute["engine"] < exact["engine"]  # GN under bias: recompute keeps far less
 
 
 def test_default_run_is_on_the_engine_and_leaner_than_stock():

@@ -24,8 +24,8 @@ def test_proxyless_options():
     assert model.classifier[1].out_features == 102
     assert isinstance(model.classifier[0], nn.Dropout) and model.classifier[0].p == 0.2
     lites = [b.lite for b in model.blocks]
-    assert lites[0] is None and all(isinstance(l, LiteResidual) for l in lites[1:])
-    assert [l.conv1.kernel_size[0] for l in lites[1:]] == [5] * 15 + [3] * 4
+    assert lites[0] is None and all(isinstance(lite, LiteResidual) for lite in lites[1:])
+    assert [lite.conv1.kernel_size[0] for lite in lites[1:]] == [5] * 15 + [3] * 4
     real = build_model("proxylessnas_mobile", 102)
     assert all(float(b.lite.final_norm.weight.detach().abs().sum()) == 0 for b in real.blocks[1:])
     assert all(isinstance(m, StdConv2d) for m in model.modules() if isinstance(m, nn.Conv2d))
@@ -37,7 +37,8 @@ def test_group_count():
     assert group_count(32) == 4 and group_count(24) == 3 and group_count(144) == 18 and group_count(3) == 1
 
 
-@pytest.mark.parametrize("norm,cls", [("bn", nn.BatchNorm2d), ("bn-frozen", FrozenStatsBatchNorm2d), ("gn", nn.GroupNorm)])
+@pytest.mark.parametrize("norm,cls", [("bn", nn.BatchNorm2d), ("bn-frozen", FrozenStatsBatchNorm2d),
+                                      ("gn", nn.GroupNorm)])
 def test_norm_modes(norm, cls):
     model = build_model("mobilenet_v2", 10, norm=norm, device="meta")
     norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]

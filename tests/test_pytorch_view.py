@@ -2,7 +2,7 @@
 against real CPU runs (saved-tensor hooks; a live-storage tracker over a real Adam step)."""
 
 from collections import OrderedDict
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -37,7 +37,7 @@ def _policies(lite: bool) -> tuple[str, ...]:
     return POLICIES if lite else CLASSIC
 
 
-@lru_cache(maxsize=None)
+@cache
 def _measure_all_policies(backbone: str, norm: str, resolution: int, lite: bool) -> dict:
     trace = cached_trace(backbone, resolution, 10, lite, norm)
     torch.manual_seed(0)

@@ -1,6 +1,5 @@
 """Training loop, recipe checks, checkpoints (save / load / corrupt / mismatched / torchvision cache), step memory."""
 
-import io
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from tinytl.errors import TinyTLError
 from tinytl.models import build_model
 from tinytl.train.checkpoint import SHIPPED, load_weights, read_state_dict, save_compact
 from tinytl.train.loop import TrainHooks, train
-from tinytl.train.measure import measure_step
+from tinytl.train.step_memory import measure_step
 from tinytl.train.recipe import FinetuneSettings
 
 
@@ -184,9 +183,9 @@ def test_pretrain_continues_on_a_larger_source_task(tmp_path):
     """A later stage may widen the source task: the old head is dropped, the features carry over, provenance chains."""
     from tinytl.train.pretrain import pretrain
 
-    first = pretrain(tmp_path / "a.pt", resolution=32, classes=3, per_class=2, log=io.StringIO())
+    first = pretrain(tmp_path / "a.pt", resolution=32, classes=3, per_class=2)
     second = pretrain(tmp_path / "b.pt", resolution=32, lr=1e-9, classes=55, per_class=1, low_res=(8,),
-                      init=tmp_path / "a.pt", log=io.StringIO())
+                      init=tmp_path / "a.pt")
     state_a, _ = read_state_dict(tmp_path / "a.pt")
     state_b, meta = read_state_dict(tmp_path / "b.pt")
     assert state_b["classifier.1.weight"].shape == (55, 1280) and first["source_classes"] == 3
@@ -202,8 +201,7 @@ def test_pretrain_refuses_a_foreign_init(tmp_path):
 
     torch.save(build_model("mobilenet_v2", 10, lite_residual=False).state_dict(), tmp_path / "mbv2.pt")
     with pytest.raises(TinyTLError, match="is not a proxylessnas_mobile checkpoint"):
-        pretrain(tmp_path / "out.pt", resolution=32, classes=3, per_class=1, init=tmp_path / "mbv2.pt",
-                 log=io.StringIO())
+        pretrain(tmp_path / "out.pt", resolution=32, classes=3, per_class=1, init=tmp_path / "mbv2.pt")
     assert not (tmp_path / "out.pt").exists()
 
 

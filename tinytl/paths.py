@@ -1,9 +1,15 @@
-"""Where files live: the user data folder that commands write to by default (never the shipped assets)."""
+"""Where files live: the shipped assets (package data) and the user data folder commands write to by default."""
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
+
+
+def shipped_asset(name: str) -> Path:
+    """A file shipped in the package (`tinytl/assets`, installed as package data, so any install finds it)."""
+    return Path(str(files("tinytl.assets").joinpath(name)))
 
 
 def user_data_dir() -> Path:

@@ -1,4 +1,4 @@
-"""Update policies (which parameters train), applied by setting requires_grad; reference section 4.
+"""Update policies (which parameters train), applied by setting requires_grad; docs/PAPER.md, "Policies".
 
 `trainable_names` is the one place that decides what trains; everything else reads its answer.
 """

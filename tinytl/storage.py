@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -62,8 +65,25 @@ def write_text(text: str, path: str | Path) -> int:
     return _write_atomic(path, lambda handle: handle.write(text.encode()))
 
 
+def check_input_file(path: str | Path, what: str = "file", hint: str = "") -> Path:
+    """`path` if it names an existing regular file, else one TinyTLError line (a folder, pipe or device is refused
+    before anything opens it: reading a FIFO would block forever); `hint` follows the not-found message."""
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise TinyTLError(f"{what} {str(path)!r} not found{f' ({hint})' if hint else ''}") from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the name
+        raise TinyTLError(f"cannot read {what} {str(path)!r:.200}: {getattr(err, 'strerror', None) or err}") from None
+    if not stat.S_ISREG(mode):
+        raise TinyTLError(f"{what} {str(path)!r} is not a regular file (a folder, pipe or device)")
+    return path
+
+
 def load_file(path: str | Path, what: str = "checkpoint", keys: Iterable[str] = ()) -> object:
-    """torch.load with weights_only; a damaged file, or a dict without `keys`, raises one TinyTLError line."""
+    """torch.load with weights_only; a missing or non-regular path, a damaged file, or a dict without `keys`,
+    raises one TinyTLError line."""
+    path = check_input_file(path, what)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  torch.load surfaces garbage as any of a dozen error types
@@ -73,3 +93,61 @@ def load_file(path: str | Path, what: str = "checkpoint", keys: Iterable[str] = 
     if missing:
         raise TinyTLError(f"{path} is not a {what} (it lacks {', '.join(missing)})")
     return obj
+
+
+# Field rules for stored files: each is (test, what the field must be); `check_fields` applies them.
+FieldRule = tuple[Callable[[Any], bool], str]
+
+
+def is_int_in(low: int, high: int | None = None) -> Callable[[Any], bool]:
+    """A test: an integer (not a bool) in [low, high]."""
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+
+
+def is_number(value: Any, finite: bool = True, low: float | None = None, high: float | None = None) -> bool:
+    """An int or float (not a bool), finite unless `finite` is False (NaN then passes), within [low, high]."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    if math.isnan(value) or math.isinf(value):
+        return not finite and math.isnan(value)
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def is_tensor_dict(value: Any) -> bool:
+    """A non-empty dict of name -> tensor (a state dict)."""
+    return (isinstance(value, dict) and bool(value)
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()))
+
+
+def is_json_like(value: Any, depth: int = 0) -> bool:
+    """Plain data JSON can hold (dicts with str keys, lists, str, finite or NaN numbers, bool, None), at most 64
+    levels deep: metadata that is later printed or written as JSON."""
+    if depth > 64:
+        return False
+    if value is None or isinstance(value, (str, bool, int)):
+        return True
+    if isinstance(value, float):
+        return not math.isinf(value)
+    if isinstance(value, (list, tuple)):
+        return all(is_json_like(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_json_like(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _shown(value: Any) -> str:
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_fields(obj: Mapping, rules: Mapping[str, FieldRule], path: str | Path, what: str,
+                 required: Iterable[str] = (), prefix: str = "") -> None:
+    """Each field of `obj` that has a rule passes it, and each `required` field is there; else one TinyTLError
+    naming the file and the field (`prefix` names a nested dict, as 'metrics.')."""
+    for name in required:
+        if name not in obj:
+            raise TinyTLError(f"{what} {path} is damaged: it lacks field {prefix}{name!s}")
+    for name, (test, expected) in rules.items():
+        if name in obj and not test(obj[name]):
+            raise TinyTLError(f"{what} {path} is damaged: field {prefix}{name} must be {expected}, "
+                              f"got {_shown(obj[name])}")

@@ -37,7 +37,12 @@ st.caption("A short real training run on this machine's CPU with the TinyTL reci
            "label smoothing, new classifier with dropout, augmentation). The default target is scikit-learn's "
            "handwritten digits; the shipped checkpoint was pretrained on procedurally drawn glyphs (no digits). "
            "The run goes on if you leave this page; see all runs on the Runs page.")
-store = RunStore()
+try:
+    store: RunStore | None = RunStore()
+    store_error = None
+except TinyTLError as err:  # a damaged or unusable store file: said once, the form still works
+    store, store_error = None, str(err)
+    st.error(store_error)
 
 with st.form("ft_form"):
     left, mid, right = st.columns(3)
@@ -63,6 +68,8 @@ if started:
     try:
         if weights == "file" and not weights_path:
             raise TinyTLError("choose a weights file (or a torchvision weight name), or pick another weights option")
+        if store is None:
+            raise TinyTLError(f"no run can be recorded: {store_error}")
         with st.spinner("Loading data and weights…"):
             prepared = prepare_run(settings)
         st.session_state[RUN_KEY], _ = start_background(prepared, store)
@@ -70,7 +77,7 @@ if started:
         st.error(str(err))
 
 run_id = st.session_state.get(RUN_KEY)
-if run_id is None:
+if run_id is None or store is None:
     st.info("Choose settings and start a run. Defaults: lite+bias on digits, about a minute on 2 CPU cores.")
     st.stop()
 try:
@@ -83,7 +90,11 @@ except TinyTLError:  # deleted on the Runs page
 @st.fragment(run_every=1.0 if status == "running" else None)
 def live_run() -> None:
     """Progress, cancel, and curves of the current run, refreshed from the store every second while it runs."""
-    run = store.get_run(run_id)
+    try:
+        run = store.get_run(run_id)
+    except TinyTLError as err:  # the store was damaged or removed while the page was open
+        st.error(str(err))
+        return
     total = max(run["total_steps"] or 1, 1)
     st.progress(min(run["step"] / total, 1.0), text=f"run #{run_id}: {run['status']}, step {run['step']} of {total}")
     if run["status"] == "running":

@@ -15,9 +15,11 @@ from tinytl.policies import PAPER_NAMES, POLICIES
 from tinytl.search.evolution import SearchSettings, pareto_front, random_points, search_subnets
 from tinytl.search.memory import subnet_memory_bytes
 from tinytl.search.predictor import load_predictor, quality_warning, shown_accuracy
-from tinytl.search.runs import measured_accuracy, prepare_subnet_run, start_subnet_run
+from tinytl.search.runs import measured_accuracy
 from tinytl.search.space import encode
 from tinytl.train.adapt import load_adapted, subnet_test_accuracy
+from tinytl.train.recipe import FinetuneSettings
+from tinytl.train.runner import prepare_run, start_background
 from tinytl.train.store import RunStore
 
 SEARCH_KEY = "pareto_search_result"
@@ -77,7 +79,8 @@ def figure(points: pd.DataFrame, front: pd.DataFrame, measured: pd.DataFrame, bu
                         customdata=front[CUSTOM].values.tolist(), hovertemplate=HOVER)
     if len(measured):
         fig.add_scatter(x=measured["memory MB"].tolist(), y=measured["accuracy"].tolist(), mode="markers",
-                        name="measured (fine-tune run)", marker=dict(color=COLORS["measured"], size=12, symbol="diamond"),
+                        name="measured (fine-tune run)",
+                        marker=dict(color=COLORS["measured"], size=12, symbol="diamond"),
                         customdata=measured[CUSTOM].values.tolist(), hovertemplate=HOVER)
     if best is not None and len(best):
         fig.add_scatter(x=best["memory MB"].tolist(), y=best["accuracy"].tolist(), mode="markers",
@@ -122,7 +125,7 @@ c1, c2, c3, c4 = st.columns(4)
 policy = c1.selectbox("Policy", POLICIES, index=POLICIES.index("lite+bias"), key="pareto_policy",
                       format_func=lambda p: f"{p} ({PAPER_NAMES[p]})")
 batch_size = int(c2.number_input("Batch size", 1, 256, 8, key="pareto_batch"))
-classes = int(c3.number_input("Classes", 1, 1000, int(provenance.get("classes", 10)), key="pareto_classes"))
+classes = int(c3.number_input("Classes", 1, 1000, min(int(provenance.get("classes", 10)), 1000), key="pareto_classes"))
 budget = float(c4.number_input("Memory budget (MB)", 0.1, 10000.0, 12.5, step=0.5, key="pareto_budget"))
 c5, c6, c7 = st.columns([1, 1, 2])
 count = int(c5.slider("Sampled sub-nets", 50, 1000, 300, step=50, key="pareto_samples"))
@@ -159,7 +162,12 @@ else:
     front = front[front["memory MB"] <= budget]
 
 measured_parts = []
-for (key, res), info in measured_accuracy(RunStore()).items():
+try:
+    measured_runs = measured_accuracy(RunStore())
+except TinyTLError as err:  # a damaged run store: no measured points, the rest of the page as usual
+    st.error(f"Measured runs are not shown: {err}")
+    measured_runs = {}
+for (key, res), info in measured_runs.items():
     config = parse_subnet(key)
     mem = subnet_memory_bytes(config, res, policy, batch_size, classes) / 1e6
     measured_parts.append(point_frame([{"subnet": config.to_dict(), "resolution": res, "memory_mb": mem,
@@ -219,9 +227,9 @@ epochs = int(f1.number_input("Fine-tune epochs", 1, 50, 2, key="pareto_ft_epochs
 if f2.button("Fine-tune this sub-net", key="pareto_finetune"):
     try:
         with st.spinner("Loading data and the adapted super-net…"):
-            config = parse_subnet(subnet)
-            run = prepare_subnet_run(config, resolution, epochs, batch_size, policy)
-            st.session_state[RUN_KEY] = start_subnet_run(run, config, RunStore())
+            run = prepare_run(FinetuneSettings(backbone="supernet", subnet=subnet, policy=policy, epochs=epochs,
+                                               resolution=resolution, batch_size=batch_size))
+            st.session_state[RUN_KEY] = start_background(run, RunStore())[0]
     except TinyTLError as err:
         st.error(str(err))
 if st.session_state.get(RUN_KEY):

@@ -3,6 +3,7 @@
 import plotly.express as px
 import streamlit as st
 
+from tinytl.errors import TinyTLError
 from tinytl.train.store import RunStore
 from tinytl.train.tables import history_frame, run_label, runs_frame
 
@@ -10,9 +11,13 @@ st.title("Runs")
 st.caption("Every fine-tune recorded in the run store (CLI and app alike). Memory is measured on one real "
            "training step; 'predicted (paper)' is the paper view's theory for the same setting, 'predicted "
            "(realised)' the view of the engine that ran (pytorch view for stock PyTorch, engine view for tinytl).")
-store = RunStore()
-st.caption(f"Store: `{store.path}`")
-runs = store.list_runs()
+try:
+    store = RunStore()
+    st.caption(f"Store: `{store.path}`")
+    runs = store.list_runs()
+except TinyTLError as err:  # a damaged or unusable store file: say so, the rest of the app goes on
+    st.error(str(err))
+    st.stop()
 if not runs:
     st.info("No runs yet: start one on the Fine-tune page or with `python -m tinytl finetune`.")
     st.stop()
@@ -50,7 +55,11 @@ if not finished.empty:
     st.plotly_chart(scatter, key="runs_scatter")
 
 if chosen and st.button(f"Delete {len(chosen)} selected run(s)", key="runs_delete"):
-    removed = store.delete_runs(chosen)
-    st.session_state.pop("runs_selected", None)
-    st.toast(f"Deleted {removed} run(s).")
-    st.rerun()
+    try:
+        removed = store.delete_runs(chosen)
+    except TinyTLError as err:
+        st.error(str(err))
+    else:
+        st.session_state.pop("runs_selected", None)
+        st.toast(f"Deleted {removed} run(s).")
+        st.rerun()

@@ -8,7 +8,7 @@ from explorer.compute import guarded, model_trace, price, variants
 from explorer.controls import sidebar_settings, url_choice
 from explorer.lesson import autograd_keeps
 from tinytl.memory import get_view
-from tinytl.memory.analysis import check_batch_size
+from tinytl.validation import check_batch_size
 from tinytl.memory.report import MB
 from tinytl.memory.views import ACT_BYTES, LayerGrads, ViewContext
 from tinytl.policies import PAPER_NAMES, POLICIES
@@ -37,7 +37,8 @@ layers = {r.name: r for r in trace.layers if r.kind in ("conv", "linear") and r.
 if st.session_state.get("why_layer") not in layers:
     st.session_state["why_layer"] = DEFAULT_LAYER if DEFAULT_LAYER in layers else next(iter(layers))
 name = st.selectbox("Layer", list(layers), key="why_layer",
-                    format_func=lambda n: f"{n} ({layers[n].type}, input {'x'.join(map(str, layers[n].input_shape[1:]))})")
+                    format_func=lambda n: f"{n} ({layers[n].type}, "
+                                          f"input {'x'.join(map(str, layers[n].input_shape[1:]))})")
 record = layers[name]
 t1, t2, t3 = st.columns(3)
 grads = LayerGrads(weight=t1.toggle("W (weight) trains", value=False, key="why_w"),

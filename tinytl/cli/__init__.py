@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
 from tinytl.errors import TinyTLError
 
 # Each module defines add_parser(subparsers) and sets the subcommand's `func(args) -> int`.
-COMMAND_MODULES = ("tinytl.cli.memory_cmd", "tinytl.cli.measure_cmd", "tinytl.cli.finetune_cmd", "tinytl.cli.pretrain_cmd",
-                   "tinytl.cli.supernet_cmd", "tinytl.cli.search_cmd", "tinytl.cli.collect_cmd",
+COMMAND_MODULES = ("tinytl.cli.memory_cmd", "tinytl.cli.measure_cmd", "tinytl.cli.finetune_cmd",
+                   "tinytl.cli.pretrain_cmd", "tinytl.cli.supernet_cmd", "tinytl.cli.search_cmd",
+                   "tinytl.cli.collect_cmd",
                    "tinytl.cli.evaluate_cmd")
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports bad input as one line on stderr and exit code 2 (no usage dump)."""
+    """argparse that reports bad input as one line on stderr and exit code 2 (no usage dump), and shows every
+    flag's default in --help."""
 
-    def error(self, message: str):  # noqa: D401 - argparse API
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -33,12 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit code (2 for bad input, found by argparse or by the library)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # progress of long commands
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # argparse already printed the one line (or the help)
+        return int(done.code or 0)
     try:
         return args.func(args)
     except TinyTLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's interrupted status (a run is recorded cancelled)
+        print("interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into `head`: not an error of ours
         sys.stderr.close()
         return 0

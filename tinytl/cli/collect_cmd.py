@@ -1,4 +1,5 @@
-"""`collect`: [sub-net, resolution, accuracy] pairs by inherited weights (torchrun shards them), optionally the predictor."""
+"""`collect`: [sub-net, resolution, accuracy] pairs by inherited weights (torchrun shards them), and optionally
+the predictor trained on them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import platform
 import sys
 import time
 
-from tinytl.cli.common import int_list, print_json
+from tinytl.cli.common import print_json
+from tinytl.validation import arg, arg_list, at_least, check_seed, check_threads, train_resolution
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,16 +18,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from tinytl.train.supernet_pretrain import SEARCH_RESOLUTIONS
 
     p = sub.add_parser("collect", help="accuracy pairs for the predictor (torchrun --nproc-per-node N shards them)",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--pairs", type=int, default=450, help="how many sub-nets to score (the paper's count)")
-    p.add_argument("--resolutions", type=int_list, default=list(SEARCH_RESOLUTIONS), help="comma-separated")
-    p.add_argument("--seed", type=int, default=0, help="fixes which sub-net and resolution each pair scores")
+                       description=__doc__)
+    p.add_argument("--pairs", type=arg(at_least("pairs", 1)), default=450,
+                   help="how many sub-nets to score (the paper's count)")
+    p.add_argument("--resolutions", type=arg_list(train_resolution), default=list(SEARCH_RESOLUTIONS),
+                   help="comma-separated")
+    p.add_argument("--seed", type=arg(check_seed), default=0,
+                   help="fixes which sub-net and resolution each pair scores")
     p.add_argument("--adapted", default=None,
-                   help="adapted super-net (default: the shipped data/supernet_digits_fa.pt)")
+                   help="adapted super-net (default: the shipped supernet_digits_fa.pt)")
     p.add_argument("--dataset", default="digits")
-    p.add_argument("--val-images", type=int, default=VALIDATION_IMAGES,
+    p.add_argument("--val-images", type=arg(at_least("validation images", 1)), default=VALIDATION_IMAGES,
                    help="held-out validation slice of the train split each pair is scored on (as the adaptation)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--threads", type=arg(check_threads), default=1, help="torch threads per process")
     p.add_argument("--out", default=None, help="pairs file (JSON, written by rank 0; default: supernet_pairs.json "
                                                "in the user data folder, $TINYTL_HOME or ~/.local/share/tinytl)")
     p.add_argument("--train-predictor", default=None, metavar="PATH",
@@ -38,14 +43,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from tinytl.errors import TinyTLError
     from tinytl.paths import output_path
     from tinytl.search.collect import Protocol, collect_pairs, init_distributed, pair_specs
     from tinytl.storage import check_output_path, write_text
     from tinytl.train.adapt import adaptation_seed, load_adapted
 
-    if args.pairs < 1 or args.val_images < 1 or args.threads < 1 or args.seed < 0:
-        raise TinyTLError("pairs, val-images and threads must be >= 1 and seed >= 0")
     out_path = output_path(args.out, "supernet_pairs.json", "pairs file")
     if args.train_predictor:
         check_output_path(args.train_predictor, "predictor file")
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     rank, world = init_distributed()
     started, cpu_started = time.time(), time.process_time()
     try:
-        pairs = collect_pairs(supernet, specs, protocol, log=sys.stderr)
+        pairs = collect_pairs(supernet, specs, protocol)
     finally:
         if dist.is_initialized():  # a clean shutdown: no rank exits while another still talks to it
             dist.barrier()
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = {"provenance": {"made_by": "python -m tinytl collect", "argv": sys.argv[1:], "world_size": world,
                           "dataset": args.dataset, "classes": supernet.classifier[1].out_features,
-                          "protocol": protocol.__dict__, "seed": args.seed, "resolutions": sorted(set(args.resolutions)),
+                          "protocol": protocol.__dict__, "seed": args.seed,
+                          "resolutions": sorted(set(args.resolutions)),
                           "supernet": getattr(supernet, "provenance", {}),
                           "seconds": round(time.time() - started, 1),
                           "cpu_seconds_rank0": round(time.process_time() - cpu_started, 1),

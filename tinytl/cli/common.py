@@ -1,4 +1,4 @@
-"""Arguments shared by several commands (model setting, policy, output format, integer lists)."""
+"""Arguments shared by several commands (model setting, policy, output format)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,7 @@ import json
 import sys
 
 from tinytl.models.layers import NORMS
-
-
-def int_list(text: str) -> list[int]:
-    """'160,176,192' -> [160, 176, 192] (argparse type)."""
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def float_list(text: str) -> list[float]:
-    """'1e-3,5e-4' -> [0.001, 0.0005] (argparse type)."""
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+from tinytl.validation import arg, check_batch_size, check_classes, check_resolution
 
 
 def add_model_args(parser: argparse.ArgumentParser, default_policy: str = "lite+bias") -> None:
@@ -31,9 +16,9 @@ def add_model_args(parser: argparse.ArgumentParser, default_policy: str = "lite+
                         help="proxylessnas_mobile or any torchvision classification model name")
     parser.add_argument("--policy", default=default_policy,
                         help="full, last, norm+last, bias, lite, lite+bias, or custom:GLOB[,GLOB...]")
-    parser.add_argument("--resolution", type=int, default=224, help="input size in pixels (>= 32)")
-    parser.add_argument("--batch-size", type=int, default=8, help="training batch size (>= 1)")
-    parser.add_argument("--classes", type=int, default=102, help="classifier outputs (>= 1)")
+    parser.add_argument("--resolution", type=arg(check_resolution), default=224, help="input size in pixels (>= 32)")
+    parser.add_argument("--batch-size", type=arg(check_batch_size), default=8, help="training batch size (>= 1)")
+    parser.add_argument("--classes", type=arg(check_classes), default=102, help="classifier outputs (>= 1)")
     parser.add_argument("--no-lite-residual", dest="lite_residual", action="store_false",
                         help="build the backbone without lite residual branches")
     parser.add_argument("--norm", choices=NORMS, default="gn",

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 from tinytl.cli.common import print_json
 from tinytl.data import DATASETS
-from tinytl.errors import TinyTLError
 from tinytl.models.layers import NORMS
 from tinytl.train.recipe import ENGINES, FinetuneSettings
+from tinytl.validation import (arg, at_least, check_batch_size, check_frozen_bits, check_label_smoothing, check_lr,
+                               check_seed, check_threads, train_resolution)
 
 DEFAULTS = FinetuneSettings()
 
@@ -27,24 +27,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=DEFAULTS.weights,
                    help="shipped (the repo's glyph-pretrained checkpoint), none, a state-dict file, "
                         "or a torchvision weight name found in the local torch cache")
-    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    p.add_argument("--resolution", type=int, default=DEFAULTS.resolution, help="training input size in pixels")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    p.add_argument("--lr", type=float, default=None, help="initial Adam learning rate (default: the dataset's)")
-    p.add_argument("--label-smoothing", type=float, default=None, help="default: the dataset's")
+    p.add_argument("--epochs", type=arg(at_least("epochs", 1)), default=DEFAULTS.epochs)
+    p.add_argument("--resolution", type=arg(train_resolution), default=DEFAULTS.resolution,
+                   help="training input size in pixels")
+    p.add_argument("--batch-size", type=arg(check_batch_size), default=DEFAULTS.batch_size)
+    p.add_argument("--lr", type=arg(check_lr, float), default=None,
+                   help="initial Adam learning rate (default: the dataset's)")
+    p.add_argument("--label-smoothing", type=arg(check_label_smoothing, float), default=None,
+                   help="default: the dataset's")
     p.add_argument("--engine", choices=ENGINES, default=DEFAULTS.engine,
                    help="auto (default): the memory-lean engine in the mode that keeps least for the norm "
                         "(recompute for gn / bn, exact for bn-frozen); pytorch: stock autograd; tinytl: exact; "
                         "tinytl-recompute: recompute")
-    p.add_argument("--frozen-bits", type=int, default=None, help="quantize frozen weights (needs --engine tinytl)")
+    p.add_argument("--frozen-bits", type=arg(check_frozen_bits), default=None,
+                   help="quantize frozen weights (needs --engine tinytl)")
     p.add_argument("--no-lite-residual", dest="lite_residual", action="store_false")
     p.add_argument("--norm", choices=NORMS, default=DEFAULTS.norm)
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimisation steps")
+    p.add_argument("--seed", type=arg(check_seed), default=DEFAULTS.seed)
+    p.add_argument("--max-steps", type=arg(at_least("max steps", 1)), default=None,
+                   help="stop after this many optimisation steps")
     p.add_argument("--store", default=None, help="run store file (default: $TINYTL_HOME/runs.sqlite or the "
                                                  "user data folder)")
     p.add_argument("--no-store", action="store_true", help="do not record the run")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=arg(check_threads), default=None,
                    help="CPU threads for torch (default: torch's; use 1 on a busy shared machine)")
     p.add_argument("--subnet", default=None, metavar="JSON",
                    help="with --backbone supernet: fine-tune this sub-net, extracted from the adapted super-net")
@@ -63,24 +68,19 @@ def run(args: argparse.Namespace) -> int:
         backbone=args.backbone, policy=args.policy, dataset=args.dataset, data_root=args.data_root,
         weights=args.weights, epochs=args.epochs, resolution=args.resolution, batch_size=args.batch_size,
         lr=args.lr, label_smoothing=args.label_smoothing, engine=args.engine, frozen_bits=args.frozen_bits,
-        lite_residual=args.lite_residual, norm=args.norm, seed=args.seed, max_steps=args.max_steps)
+        lite_residual=args.lite_residual, norm=args.norm, seed=args.seed, max_steps=args.max_steps,
+        subnet=args.subnet)
     if args.threads is not None:
-        if args.threads < 1:
-            raise TinyTLError(f"threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     store = None if args.no_store else RunStore(args.store)
-    run_id = None
-    if args.subnet is not None:
-        prepared, run_id = _prepare_subnet(args, store)
-    else:
-        prepared = prepare_run(settings)
+    prepared = prepare_run(settings)
     with tqdm(total=prepared.total_steps, file=sys.stderr, unit="step", desc=f"finetune {prepared.settings.policy}",
               leave=False) as bar:
         def progress(step: int, total: int, loss: float) -> None:
             bar.update(step - bar.n)
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
-        summary = execute_run(prepared, store, run_id, progress=progress)
+        summary = execute_run(prepared, store, progress=progress)
     if args.json:
         print_json(summary)
         return 0
@@ -98,19 +98,3 @@ def run(args: argparse.Namespace) -> int:
           + (f"; stock PyTorch would take {stock:.1f} MB (pytorch view)" if stock is not None else ""))
     return 0
 
-
-def _prepare_subnet(args: argparse.Namespace, store):
-    """A sub-net run (weights inherited from the adapted super-net), recorded with its sub-net in the store."""
-    from tinytl.models.supernet import parse_subnet
-    from tinytl.search.runs import prepare_subnet_run
-
-    if args.backbone != "supernet":
-        raise TinyTLError(f"--subnet applies only to --backbone supernet, not {args.backbone!r}")
-    config = parse_subnet(args.subnet)
-    prepared = prepare_subnet_run(config, args.resolution, args.epochs, args.batch_size, args.policy, args.dataset,
-                                  seed=args.seed)
-    prepared.settings = dataclasses.replace(prepared.settings, max_steps=args.max_steps)
-    run_id = None
-    if store is not None:
-        run_id = store.create_run({**prepared.settings.to_dict(), "subnet": config.to_dict()}, prepared.total_steps)
-    return prepared, run_id

@@ -11,8 +11,9 @@ import argparse
 from tinytl.cli.common import add_model_args, print_json
 from tinytl.engine import ENGINE_MODES
 from tinytl.errors import TinyTLError
-from tinytl.memory.analysis import check_batch_size
-from tinytl.memory.measure import DEVICES, measure_training_step
+from tinytl.validation import check_batch_size
+from tinytl.memory.measure import TORCH_DEVICES, measure_training_step
+from tinytl.validation import arg, at_least, check_seed
 
 MB = 1e6
 
@@ -23,20 +24,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--engine-mode", choices=ENGINE_MODES, default="exact",
                    help="exact: keep the mathematical minimum; recompute: keep block inputs, re-run blocks")
-    p.add_argument("--device", choices=DEVICES, default="cpu", help="where the step runs")
-    p.add_argument("--timing-steps", type=int, default=5,
+    p.add_argument("--device", choices=TORCH_DEVICES, default="cpu", help="where the step runs")
+    p.add_argument("--timing-steps", type=arg(at_least("timing steps", 0)), default=5,
                    help="timed rounds after the measured step: each contender once per round, median reported")
     p.add_argument("--no-checkpoint", action="store_true",
                    help="skip the contender with torch.utils.checkpoint around the blocks recompute re-runs")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights, inputs and dropout")
+    p.add_argument("--seed", type=arg(check_seed), default=0, help="seed for weights, inputs and dropout")
     p.add_argument("--layers", action="store_true", help="with --json: measured saved bytes per layer")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     check_batch_size(args.batch_size)
-    if args.timing_steps < 0:
-        raise TinyTLError(f"timing steps must be >= 0, got {args.timing_steps}")
     options = {}
     if getattr(args, "subnet", None) is not None:
         if args.backbone != "supernet":

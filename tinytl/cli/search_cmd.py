@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import argparse
 
-from tinytl.cli.common import int_list, print_json
-from tinytl.errors import TinyTLError
+from tinytl.cli.common import print_json
+from tinytl.validation import (arg, arg_list, at_least, check_batch_size, check_classes, check_frozen_bits,
+                               check_resolution, check_seed, positive_float)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="evolutionary sub-net search under a memory budget", description=__doc__)
-    p.add_argument("--budget-mb", type=float, required=True, help="training-memory budget (paper view, MB)")
+    p.add_argument("--budget-mb", type=arg(positive_float("budget MB"), float), required=True,
+                   help="training-memory budget (paper view, MB)")
     p.add_argument("--policy", default="lite+bias", help="full, last, norm+last, bias, lite or lite+bias")
-    p.add_argument("--batch-size", type=int, default=8, help="training batch size (paper: 8)")
-    p.add_argument("--classes", type=int, default=None,
+    p.add_argument("--batch-size", type=arg(check_batch_size), default=8, help="training batch size (paper: 8)")
+    p.add_argument("--classes", type=arg(check_classes), default=None,
                    help="classifier outputs (default: the classes of the predictor's pair data, 10 for digits)")
-    p.add_argument("--resolutions", type=int_list, default=None,
+    p.add_argument("--resolutions", type=arg_list(check_resolution), default=None,
                    help="comma-separated resolutions to search (default: all the predictor knows)")
-    p.add_argument("--frozen-bits", type=int, default=8, help="bits per frozen parameter (paper: 8)")
-    p.add_argument("--predictor", default=None, help="predictor file (default: data/supernet_predictor.pt)")
-    p.add_argument("--population", type=int, default=100)
-    p.add_argument("--iterations", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frozen-bits", type=arg(check_frozen_bits), default=8, help="bits per frozen parameter (paper: 8)")
+    p.add_argument("--predictor", default=None, help="predictor file (default: the shipped supernet_predictor.pt)")
+    p.add_argument("--population", type=arg(at_least("population", 4)), default=100)
+    p.add_argument("--iterations", type=arg(at_least("iterations", 1)), default=500)
+    p.add_argument("--seed", type=arg(check_seed), default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -30,8 +32,6 @@ def run(args: argparse.Namespace) -> int:
     from tinytl.search.evolution import SearchSettings, search_subnets
     from tinytl.search.predictor import load_predictor, quality_warning
 
-    if args.population < 4 or args.iterations < 1:
-        raise TinyTLError("population must be >= 4 and iterations >= 1")
     predictor = load_predictor(args.predictor)
     classes = args.classes if args.classes is not None else int(predictor.provenance.get("classes", 10))
     out = search_subnets(args.budget_mb, predictor, args.policy, args.batch_size, classes, args.resolutions,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
-from tinytl.cli.common import float_list, int_list, print_json
+from tinytl.cli.common import print_json
+from tinytl.validation import (arg, arg_list, at_least, check_batch_size, check_lr, check_seed, check_threads,
+                               train_resolution)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,24 +22,29 @@ def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
     from tinytl.train.checkpoint import SHIPPED
     from tinytl.train.supernet_pretrain import PHASE_LRS, PHASE_STEPS, SEARCH_RESOLUTIONS
 
-    p = sub.add_parser("supernet-pretrain", description=PRETRAIN_DOC, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = sub.add_parser("supernet-pretrain", description=PRETRAIN_DOC,
                        help="train the elastic super-net on the glyph source task (slow: CPU hour)")
     p.add_argument("--out", default=None, help="super-net file to write (default: supernet.pt in the user data "
                                                "folder, $TINYTL_HOME or ~/.local/share/tinytl)")
     p.add_argument("--init", default=str(SHIPPED["proxylessnas_mobile"]),
                    help="fixed ProxylessNAS-Mobile checkpoint to warm-start from")
     p.add_argument("--resume", default=None, help="continue a super-net file this command wrote (no warm start)")
-    p.add_argument("--steps", type=int_list, default=list(PHASE_STEPS),
+    p.add_argument("--steps", type=arg_list(at_least("phase steps", 0)), default=list(PHASE_STEPS),
                    help="steps of the largest, kernel, depth and expand phases")
-    p.add_argument("--resolutions", type=int_list, default=list(SEARCH_RESOLUTIONS),
-                   help="search resolutions, one drawn per batch")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lrs", type=float_list, default=list(PHASE_LRS), help="Adam peak learning rate per phase "
+    p.add_argument("--resolutions", type=arg_list(train_resolution), default=list(SEARCH_RESOLUTIONS),
+                   help="search resolutions, one drawn per batch (one listed twice is drawn twice as "
+                        "often)")
+    p.add_argument("--batch-size", type=arg(check_batch_size), default=16)
+    p.add_argument("--lrs", type=arg_list(check_lr, float), default=list(PHASE_LRS),
+                   help="Adam peak learning rate per phase "
                                                                            "(cosine within each)")
-    p.add_argument("--randoms", type=int, default=2, help="random sub-nets per step besides largest and smallest")
-    p.add_argument("--per-class", type=int, default=300, help="training renderings per source class")
-    p.add_argument("--seed", type=int, default=6, help="renderings (test: seed + 1), order and sampled sub-nets")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--randoms", type=arg(at_least("random sub-nets", 0)), default=2,
+                   help="random sub-nets per step besides largest and smallest")
+    p.add_argument("--per-class", type=arg(at_least("renderings per class", 1)), default=300,
+                   help="training renderings per source class")
+    p.add_argument("--seed", type=arg(check_seed), default=6,
+                   help="renderings (test: seed + 1), order and sampled sub-nets")
+    p.add_argument("--threads", type=arg(check_threads), default=1)
     p.set_defaults(func=run)
 
 
@@ -48,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
     from tinytl.paths import output_path
     from tinytl.train.supernet_pretrain import pretrain_supernet
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     out = output_path(args.out, "supernet.pt", "super-net file")
     meta = pretrain_supernet(out, args.init, args.steps, args.resolutions, args.batch_size, args.lrs, args.randoms,
@@ -61,22 +66,23 @@ def add_adapt_parser(sub: argparse._SubParsersAction) -> None:
     from tinytl.train.adapt import ADAPT_POLICIES, VALIDATION_IMAGES
     from tinytl.train.supernet_pretrain import SEARCH_RESOLUTIONS
 
-    p = sub.add_parser("adapt", description=ADAPT_DOC, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = sub.add_parser("adapt", description=ADAPT_DOC,
                        help="feature-extractor adaptation: fine-tune the super-net on the target, random sub-nets")
-    p.add_argument("--supernet", default=None, help="super-net file (default: the shipped data/supernet.pt)")
+    p.add_argument("--supernet", default=None, help="super-net file (default: the shipped supernet.pt)")
     p.add_argument("--out", default=None, help="adaptation file to write (default: supernet_<dataset>_fa.pt in "
                                                "the user data folder)")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--policy", choices=ADAPT_POLICIES, default="lite+bias")
-    p.add_argument("--resolutions", type=int_list, default=list(SEARCH_RESOLUTIONS),
-                   help="one drawn per step, with a random sub-net")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=None, help="default: the dataset's fine-tune learning rate")
-    p.add_argument("--val-images", type=int, default=VALIDATION_IMAGES,
+    p.add_argument("--resolutions", type=arg_list(train_resolution), default=list(SEARCH_RESOLUTIONS),
+                   help="one drawn per step, with a random sub-net (one listed twice is drawn twice as often)")
+    p.add_argument("--epochs", type=arg(at_least("epochs", 1)), default=20)
+    p.add_argument("--batch-size", type=arg(check_batch_size), default=32)
+    p.add_argument("--lr", type=arg(check_lr, float), default=None,
+                   help="default: the dataset's fine-tune learning rate")
+    p.add_argument("--val-images", type=arg(at_least("validation images", 1)), default=VALIDATION_IMAGES,
                    help="train-split images held out for the accuracy pairs")
-    p.add_argument("--seed", type=int, default=0, help="sub-nets, resolutions and batch order")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=arg(check_seed), default=0, help="sub-nets, resolutions and batch order")
+    p.add_argument("--threads", type=arg(check_threads), default=1)
     p.set_defaults(func=run_adapt)
 
 
@@ -88,19 +94,12 @@ def run_adapt(args: argparse.Namespace) -> int:
     import torch
 
     from tinytl.data import load_dataset
-    from tinytl.errors import TinyTLError
     from tinytl.models.supernet import DEFAULT_CHECKPOINT, load_supernet
     from tinytl.paths import output_path
-    from tinytl.search.space import check_resolutions
     from tinytl.train.adapt import adapt_supernet, save_adapted
 
-    if args.epochs < 1 or args.batch_size < 1 or args.threads < 1 or args.seed < 0:
-        raise TinyTLError("epochs, batch-size and threads must be >= 1 and seed >= 0")
-    if args.lr is not None and not 0 < args.lr < float("inf"):
-        raise TinyTLError(f"learning rate must be a positive finite number, got {args.lr}")
-    resolutions = check_resolutions(args.resolutions)
+    resolutions = args.resolutions
     out = output_path(args.out, f"supernet_{args.dataset}_fa.pt", "adaptation file")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     supernet_path = args.supernet or DEFAULT_CHECKPOINT
     supernet = load_supernet(supernet_path, load_dataset(args.dataset, min(resolutions)).num_classes)

@@ -15,11 +15,15 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from tinytl.data.tensor_dataset import TensorImageDataset
+from tinytl.errors import TinyTLError
+from tinytl.validation import check_int
 
 CANVAS = 64
 IMAGE_SIZE = 32
 LETTERS = string.ascii_uppercase + string.ascii_lowercase
 LOW_RES_CHOICES = (16, 32)
+MAX_GLYPH_CLASSES = 1000
+MAX_RENDERINGS = 1_000_000
 
 
 def _stroke_classes(count: int, seed: int) -> list[np.ndarray]:
@@ -67,8 +71,13 @@ def _draw(label: int, strokes: list[np.ndarray], font_sizes: dict[int, ImageFont
 def render_glyphs(num_classes: int = 26, per_class: int = 1500, seed: int = 0,
                   low_res: tuple[int, ...] = LOW_RES_CHOICES, warp: float = 0.5) -> TensorImageDataset:
     """`per_class` random renderings of each class as 1 x 32 x 32 uint8 images (bright ink, dark ground)."""
-    if num_classes < 2:
-        raise ValueError("glyphs need at least 2 classes (letters first, then stroke figures)")
+    check_int("glyph classes", num_classes, 2, MAX_GLYPH_CLASSES)
+    check_int("renderings per class", per_class, 1)
+    if num_classes * per_class > MAX_RENDERINGS:
+        raise TinyTLError(f"{num_classes} classes x {per_class} renderings is more than {MAX_RENDERINGS:,} images "
+                          f"({IMAGE_SIZE}x{IMAGE_SIZE} bytes each are held in memory)")
+    for size in low_res:
+        check_int("low-res size", size, 1, IMAGE_SIZE)
     strokes = _stroke_classes(max(num_classes - len(LETTERS), 0), seed=1234)  # class layouts never vary with `seed`
     fonts = {size: ImageFont.load_default(size=size) for size in (46, 54, 62)}
     rng = np.random.default_rng(seed)

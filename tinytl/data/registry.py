@@ -11,11 +11,12 @@ from torch.utils.data import Dataset
 from tinytl.data.tensor_dataset import TensorImageDataset
 from tinytl.data.transforms import test_transform, train_transform
 from tinytl.errors import TinyTLError
+from tinytl.validation import train_resolution
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset's loader and its recipe settings (reference section 7: per-dataset LR, label smoothing)."""
+    """A dataset's loader and its recipe settings (docs/PAPER.md, "Paper setting": per-dataset LR, label smoothing)."""
 
     name: str
     lr: float
@@ -110,8 +111,7 @@ def load_dataset(name: str, resolution: int, data_root: str | None = None, seed:
     """Train/test sets of a named dataset with the recipe's transforms (never downloads anything)."""
     if name not in DATASETS:
         raise TinyTLError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    if resolution < 16:
-        raise TinyTLError(f"resolution must be >= 16 for training, got {resolution}")
+    train_resolution(resolution)
     spec = DATASETS[name]
     if name == "glyphs":
         return glyph_bundle(resolution, seed=seed)

@@ -24,6 +24,6 @@ class TensorImageDataset(Dataset):
         image = self.images[index]
         return (self.transform(image) if self.transform else image), int(self.labels[index])
 
-    def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> "TensorImageDataset":
+    def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> TensorImageDataset:
         """The same images and labels under another transform (no copy)."""
         return TensorImageDataset(self.images, self.labels, self.classes, transform)

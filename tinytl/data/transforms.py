@@ -16,7 +16,7 @@ def _normalize() -> list:
 
 def train_transform(resolution: int, crop_scale: tuple[float, float] = (0.22, 1.0), flip: bool = True,
                     jitter: float = 0.4) -> v2.Compose:
-    """Random resized crop, optional horizontal flip, colour jitter (reference section 7)."""
+    """Random resized crop, optional horizontal flip, colour jitter (docs/PAPER.md, "Paper setting")."""
     steps: list = [v2.ToImage(), v2.RGB(), v2.RandomResizedCrop(resolution, scale=crop_scale, antialias=True)]
     if flip:
         steps.append(v2.RandomHorizontalFlip())

@@ -21,7 +21,6 @@ from tinytl.models.registry import BLOCK_TYPES
 
 ENGINE_MODES = ("exact", "recompute")
 # Units the recompute mode re-runs: the outermost of these in the module tree.
-RECOMPUTE_BLOCKS = BLOCK_TYPES
 _BLOCK_CLASSES: dict[tuple[type, type[nn.Module]], type[nn.Module]] = {}
 
 
@@ -54,11 +53,11 @@ def _block_class(mixin: type, stock: type[nn.Module]) -> type[nn.Module]:
 
 
 def outermost_blocks(model: nn.Module) -> list[nn.Module]:
-    """The blocks the recompute mode re-runs: instances of RECOMPUTE_BLOCKS not inside another one."""
+    """The blocks the recompute mode re-runs: instances of the registry's BLOCK_TYPES not inside another one."""
     blocks: list[nn.Module] = []
     inside: set[int] = set()
     for module in model.modules():  # pre-order: an outer block comes before the blocks it holds
-        if isinstance(module, RECOMPUTE_BLOCKS) and id(module) not in inside:
+        if isinstance(module, BLOCK_TYPES) and id(module) not in inside:
             blocks.append(module)
             inside.update(id(m) for m in module.modules())
     return blocks

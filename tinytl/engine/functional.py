@@ -1,6 +1,7 @@
 """Memory-lean autograd Functions: each saves only what the gradients it must produce need.
 
-Rules (reference sections 1 and 2b): a conv / linear keeps its input only when its weight trains; a
+Rules (docs/PAPER.md: "Why bias-only saves memory", "Norm layers that are not affine"): a conv / linear keeps
+its input only when its weight trains; a
 ReLU / ReLU6 / dropout keeps a 1-bit mask packed 8 per byte; GroupNorm and training-mode BatchNorm keep
 their input and per-group statistics (i.e. x_hat) only when the input or scale gradient is needed;
 frozen-statistics BatchNorm keeps its input only when its scale trains. Gradients that are not needed
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from tinytl.models.layers import WS_EPS
+from tinytl.models.layers import standardize_weight
 
 _STATE = threading.local()  # .recomputing: depth of block re-runs in progress (BatchNorm keeps its stats then)
 # (8 bytes of 0/1, read as one little-endian int64) * _PACK >> 56 is the byte with bit i = byte i
@@ -78,14 +79,6 @@ def recomputing() -> Iterator[None]:
 def is_recomputing() -> bool:
     """True while a block's forward is being re-run inside its backward."""
     return getattr(_STATE, "recomputing", 0) > 0
-
-
-def standardize_weight(weight: torch.Tensor) -> torch.Tensor:
-    """Weight standardization (w - mean) / (std + eps) per output channel, as StdConv2d computes it."""
-    flat = weight.reshape(weight.shape[0], -1)
-    mean = flat.mean(dim=1, keepdim=True)
-    std = flat.std(dim=1, keepdim=True)
-    return ((flat - mean) / (std + WS_EPS)).reshape_as(weight)
 
 
 def _standardize_backward(weight: torch.Tensor, grad_std: torch.Tensor) -> torch.Tensor:

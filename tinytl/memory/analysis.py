@@ -11,6 +11,7 @@ from tinytl.memory.views import ACT_BYTES, LayerGrads, ViewContext, get_view
 from tinytl.memory.walk import ModelTrace, trace_backbone
 from tinytl.models.supernet import parse_subnet
 from tinytl.policies import Policy, classifier_name, policy_label, trainable_names
+from tinytl.validation import check_batch_size, check_classes, check_frozen_bits
 
 _GROUP = re.compile(r"^(.*?\.\d+)(?:\.|$)")
 
@@ -19,18 +20,6 @@ def layer_group(name: str) -> str:
     """Stage a layer belongs to: its name up to the first numbered component ('blocks.3'), else the first part."""
     m = _GROUP.match(name)
     return m.group(1) if m else name.split(".")[0].split("#")[0]
-
-
-def check_batch_size(batch_size: int) -> int:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise TinyTLError(f"batch size must be an integer >= 1, got {batch_size!r}")
-    return batch_size
-
-
-def check_frozen_bits(bits: int) -> int:
-    if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 32:
-        raise TinyTLError(f"frozen bits must be an integer in 1..32, got {bits!r}")
-    return bits
 
 
 def analyze(trace: ModelTrace, policy: Policy, batch_size: int = 8, frozen_bits: int = 8,
@@ -87,11 +76,11 @@ def cached_trace(backbone: str, resolution: int, num_classes: int, lite_residual
 
 
 def profile_memory(backbone: str, policy: Policy = "lite+bias", resolution: int = 224, batch_size: int = 8,
-                   num_classes: int = 1000, frozen_bits: int = 8, lite_residual: bool = True,
+                   num_classes: int = 102, frozen_bits: int = 8, lite_residual: bool = True,
                    norm: str = "gn", view: str = "paper", subnet: object = None, **options) -> MemoryReport:
-    """One call from settings to report (walks once per distinct model setting, then cached)."""
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise TinyTLError(f"classes must be an integer >= 1, got {num_classes!r}")
+    """One call from settings to report (walks once per distinct model setting, then cached); defaults are the
+    paper's setting (224 px, batch 8, a 102-class head, 8-bit frozen weights), as in the CLI and the app."""
+    check_classes(num_classes)
     if subnet is not None:
         if backbone != "supernet":
             raise TinyTLError(f"a subnet applies only to the 'supernet' backbone, not {backbone!r}")

@@ -5,7 +5,8 @@ input only if its weight trains; ReLU / ReLU6 / LeakyReLU / Hardsigmoid / dropou
 their input needs a gradient, SiLU / Hardswish / GELU / Mish their input, Sigmoid its output; a
 squeeze-excitation's multiply keeps its input x (charged to the SE's pooling layer) and its scale (to the
 scale activation); GroupNorm and batch-statistics BatchNorm keep their input and per-group statistics (x_hat)
-whenever their input or scale gradient is needed (reference section 2b); frozen-statistics BatchNorm keeps
+whenever their input or scale gradient is needed (docs/PAPER.md, "Norm layers that are not affine");
+frozen-statistics BatchNorm keeps
 its input only if its scale trains; max pooling keeps one byte per output; average pooling nothing;
 stochastic depth its per-sample noise.
 Recompute: layers inside a recomputed block keep nothing; each block that needs a backward keeps its
@@ -28,7 +29,7 @@ from tinytl.models.registry import SE_FLAG
 STAT_BYTES = 2 * ACT_BYTES  # a norm's kept mean and 1/sigma per group (GN, per sample) or channel (BN)
 
 
-def engine_mode(ctx: ViewContext) -> str:
+def _priced_mode(ctx: ViewContext) -> str:
     """The engine mode a report prices ('exact' unless option mode says otherwise)."""
     mode = ctx.options.get("mode", "exact")
     if mode not in ENGINE_MODES:
@@ -114,7 +115,7 @@ def _engine_rule(exact: Rule) -> Rule:
     """Wrap an exact-mode rule with the recompute mode's block accounting."""
     def rule(layer: LayerRecord, grads: LayerGrads, ctx: ViewContext) -> LayerCost:
         cost = exact(layer, grads, ctx)
-        if engine_mode(ctx) == "exact":
+        if _priced_mode(ctx) == "exact":
             return cost
         kept_block_input = ACT_BYTES * layer.closes_block_input_numel if grads.input else 0
         if layer.recompute_block:  # re-run during the block's backward: transient only

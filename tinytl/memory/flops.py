@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tinytl.memory.walk import check_resolution
+from tinytl.validation import check_resolution
 from tinytl.models import build_model
 
 

@@ -32,7 +32,7 @@ from tinytl.models import build_model
 from tinytl.policies import Policy, apply_policy
 
 OUTSIDE_LAYERS = "(outside leaf layers)"
-DEVICES = ("cpu", "cuda")
+TORCH_DEVICES = ("cpu", "cuda")
 
 
 def _storage_key(t: torch.Tensor) -> int:
@@ -181,8 +181,8 @@ class StepComparison:
 
 def check_device(device: str) -> torch.device:
     """'cpu' or 'cuda' (the latter only where CUDA is available), else a TinyTLError."""
-    if device not in DEVICES:
-        raise TinyTLError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device not in TORCH_DEVICES:
+        raise TinyTLError(f"unknown device {device!r}; choose one of {', '.join(TORCH_DEVICES)}")
     if device == "cuda" and not torch.cuda.is_available():
         raise TinyTLError("--device cuda asked for, but CUDA is not available on this machine (no GPU or "
                           "a CPU-only torch build)")

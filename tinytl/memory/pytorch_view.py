@@ -99,7 +99,7 @@ def combine(r1: StepRun, r2: StepRun) -> StepLines:
                      envelope=_upper_envelope(live), param_bytes=r1.param_bytes)
 
 
-_RECORDINGS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_RECORDINGS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def recorded_step(trace: ModelTrace, trainable: frozenset[str]) -> StepLines:
@@ -138,7 +138,7 @@ def _row_templates(trace: ModelTrace, step: StepLines, trainable: set[str]) -> l
     return rows
 
 
-_TEMPLATES: "weakref.WeakKeyDictionary[StepLines, list[LayerRow]]" = weakref.WeakKeyDictionary()
+_TEMPLATES: weakref.WeakKeyDictionary[StepLines, list[LayerRow]] = weakref.WeakKeyDictionary()
 
 
 def recorded_report(trace: ModelTrace, policy, trainable: set[str], batch_size: int, frozen_bits: int,

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 MB = 1e6  # decimal megabytes, as the paper reports
 
 
-def live_lines(costs: "Iterable[tuple[int, int, int, int]]") -> list[tuple[int, int]]:
+def live_lines(costs: Iterable[tuple[int, int, int, int]]) -> list[tuple[int, int]]:
     """Memory live while each layer runs, as (bytes per sample a, fixed bytes f): live(batch) = batch * a + f.
 
     `costs` are per layer (tmp, stored, fixed, residual) in forward order: a layer runs with its transient,
@@ -114,7 +114,7 @@ class MemoryReport:
         peak = max((batch_size * a + f for a, f in self.batch_lines()), default=0)
         return peak + self.param_bytes
 
-    def to_frame(self) -> "pd.DataFrame":
+    def to_frame(self) -> pd.DataFrame:
         """Per-layer table (one row per leaf-layer call)."""
         import pandas as pd  # imported here: the CLI's --json path stays at torch's import cost
 

@@ -70,7 +70,7 @@ class View:
         return rule(layer, grads, ctx) if rule else FREE
 
 
-# --- paper view: the released TinyTL profiler's rules (reference section 2) ---
+# --- paper view: the released TinyTL profiler's rules (docs/PAPER.md, "Profiler rules") ---
 
 def _paper_conv(layer: LayerRecord, grads: LayerGrads, ctx: ViewContext) -> LayerCost:
     groups = getattr(layer.module, "groups", 1)
@@ -111,6 +111,8 @@ VIEWS: dict[str, View] = {"paper": PAPER}
 
 def register_view(view: View) -> View:
     """Add a view (rule table) so analysis, CLI and app offer it."""
+    if view.name in VIEWS:
+        raise TinyTLError(f"memory view {view.name!r} is already registered")
     VIEWS[view.name] = view
     return view
 

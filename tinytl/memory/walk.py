@@ -7,7 +7,6 @@ applied afterwards, by name, without walking again.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -18,8 +17,8 @@ from tinytl.models import build_model
 from tinytl.models.registry import BLOCK_TYPES
 from tinytl.models.torchvision_backbones import RESNET_BLOCKS, InvertedResidualV2, InvertedResidualV3
 from tinytl.policies import NORM_TYPES
+from tinytl.validation import check_resolution
 
-MIN_RESOLUTION = 32
 
 
 @dataclass(frozen=True)
@@ -220,13 +219,6 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
         buffer_numel=sum(b.numel() for b in model.buffers()), input_shape=(1, *x.shape[1:]))
 
 
-def check_resolution(resolution: int) -> int:
-    """Resolution must be an int >= 32 (smaller inputs vanish in the stride-32 backbones)."""
-    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < MIN_RESOLUTION:
-        raise TinyTLError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {resolution!r}")
-    return resolution
-
-
 def trace_backbone(backbone: str, resolution: int = 224, num_classes: int = 1000,
                    lite_residual: bool = True, norm: str = "gn", **options) -> ModelTrace:
     """Build a backbone on the meta device and walk it (shapes only)."""
@@ -234,8 +226,3 @@ def trace_backbone(backbone: str, resolution: int = 224, num_classes: int = 1000
     model = build_model(backbone, num_classes, lite_residual=lite_residual, norm=norm, device="meta",
                         **options)
     return trace_model(model, resolution, backbone, num_classes, lite_residual, norm)
-
-
-def numel(shape: tuple[int, ...]) -> int:
-    """Number of elements of a shape."""
-    return math.prod(shape)

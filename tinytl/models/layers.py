@@ -12,15 +12,20 @@ NORMS = ("gn", "bn", "bn-frozen")
 WS_EPS = 1e-5
 
 
+def standardize_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Weight standardization (w - mean) / (std + eps) per output channel (Qiao et al.): the one definition the
+    layers, the super-net and the engine share, so the engine's gradients equal stock PyTorch's."""
+    flat = weight.reshape(weight.shape[0], -1)
+    mean = flat.mean(dim=1, keepdim=True)
+    std = flat.std(dim=1, keepdim=True)
+    return ((flat - mean) / (std + WS_EPS)).reshape_as(weight)
+
+
 class StdConv2d(nn.Conv2d):
-    """Conv2d with weight standardization (w - mean) / (std + eps) per output channel (Qiao et al.)."""
+    """Conv2d with weight standardization per output channel."""
 
     def standardized_weight(self) -> torch.Tensor:
-        w = self.weight
-        flat = w.reshape(w.shape[0], -1)
-        mean = flat.mean(dim=1, keepdim=True)
-        std = flat.std(dim=1, keepdim=True)
-        return ((flat - mean) / (std + WS_EPS)).reshape_as(w)
+        return standardize_weight(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.standardized_weight(), self.bias)

@@ -9,7 +9,7 @@ from torch import nn
 
 from tinytl.models.layers import LiteResidual, lite_kernel_size, make_conv, make_norm
 
-# (expand, kernel, stride, out) for the 20 blocks after the stem and block 0 (reference section 5).
+# (expand, kernel, stride, out) for the 20 blocks after the stem and block 0 (docs/PAPER.md, "ProxylessNAS-Mobile").
 PROXYLESS_MOBILE_BLOCKS: tuple[tuple[int, int, int, int], ...] = (
     (3, 5, 2, 24), (3, 3, 1, 24),
     (3, 7, 2, 40), (3, 3, 1, 40), (3, 5, 1, 40), (3, 5, 1, 40),

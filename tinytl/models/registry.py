@@ -30,6 +30,8 @@ _BUILDERS: dict[str, Builder] = {}
 def register_backbone(name: str) -> Callable[[Builder], Builder]:
     """Register `builder(num_classes, lite_residual, norm, **options) -> nn.Module` under a name."""
     def wrap(builder: Builder) -> Builder:
+        if name in _BUILDERS:
+            raise TinyTLError(f"backbone {name!r} is already registered")
         _BUILDERS[name] = builder
         return builder
     return wrap

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinytl.errors import TinyTLError
-from tinytl.models.layers import WS_EPS, FrozenStatsBatchNorm2d, StdConv2d, group_count, lite_kernel_size
+from tinytl.paths import shipped_asset
+from tinytl.models.layers import FrozenStatsBatchNorm2d, StdConv2d, group_count, lite_kernel_size, standardize_weight
 from tinytl.models.proxylessnas import FEATURE_CHANNELS, FIRST_BLOCK_CHANNELS, STEM_CHANNELS, MBBlock, conv_norm_act
 from tinytl.models.registry import register_backbone
 from tinytl.storage import load_file, save_file, to_float, to_half
@@ -35,7 +36,8 @@ KERNELS = (3, 5, 7)
 LAST_BLOCK = (6, 7, 320)  # (expand, kernel, out) of the fixed block after the elastic stages
 NUM_STAGES = len(STAGE_WIDTHS)
 NUM_SLOTS = NUM_STAGES * MAX_DEPTH
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "data" / "supernet.pt"
+DEFAULT_CHECKPOINT = shipped_asset("supernet.pt")
+MAX_SUBNET_TEXT = 2000  # far above any real sub-net's JSON (~150 characters)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class SubnetConfig:
         """Compact JSON, the form `--subnet` takes and the memory cache keys on."""
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
-    def canonical(self) -> "SubnetConfig":
+    def canonical(self) -> SubnetConfig:
         """Same sub-net with unused slots set to the smallest choice, so equal networks compare equal."""
         used = set(self.active_slots())
         return SubnetConfig(self.d, tuple(v if i in used else EXPANDS[0] for i, v in enumerate(self.e)),
@@ -94,10 +96,13 @@ def parse_subnet(value: str | Mapping | SubnetConfig) -> SubnetConfig:
     if isinstance(value, SubnetConfig):
         value = value.to_dict()
     if isinstance(value, str):
+        if len(value) > MAX_SUBNET_TEXT:
+            raise TinyTLError(f"subnet JSON is {len(value)} characters; a sub-net needs under {MAX_SUBNET_TEXT}")
         try:
             value = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise TinyTLError(f"subnet is not valid JSON ({err.msg}): {value!r}") from None
+        except (json.JSONDecodeError, RecursionError) as err:
+            reason = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+            raise TinyTLError(f"subnet is not valid JSON ({reason}): {value[:80]!r}") from None
     if not isinstance(value, Mapping) or set(value) != {"d", "e", "ks"}:
         raise TinyTLError('subnet must be a JSON object with exactly the keys "d" (5 depths), "e" (20 expand '
                           f'ratios) and "ks" (20 kernel sizes), got {value!r}')
@@ -125,11 +130,6 @@ def lite_kernels() -> list[int]:
     return kernels + [lite_kernel_size(res)]
 
 
-def _standardize(w: torch.Tensor) -> torch.Tensor:
-    flat = w.reshape(w.shape[0], -1)
-    return ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + WS_EPS)).reshape_as(w)
-
-
 def _sliced_conv(conv: nn.Conv2d, x: torch.Tensor, out_c: int, in_c: int | None, kernel: int,
                  stride: int = 1, groups: int = 1) -> torch.Tensor:
     """Run `conv` with its first out/in channels and the centre kernel x kernel window of its weight."""
@@ -137,7 +137,7 @@ def _sliced_conv(conv: nn.Conv2d, x: torch.Tensor, out_c: int, in_c: int | None,
     off = (w.shape[-1] - kernel) // 2
     w = w[..., off:off + kernel, off:off + kernel]
     if isinstance(conv, StdConv2d):
-        w = _standardize(w)
+        w = standardize_weight(w)
     return F.conv2d(x, w, None, stride, kernel // 2, 1, groups)
 
 
@@ -303,12 +303,28 @@ def save_supernet(model: ProxylessSuperNet, path: str | Path, provenance: Mappin
 
 
 def load_supernet(path: str | Path | None = None, num_classes: int | None = None) -> ProxylessSuperNet:
-    """Load a stored super-net (default: the shipped data/supernet.pt); a new `num_classes` head if given."""
-    path = Path(path) if path else DEFAULT_CHECKPOINT
-    if not path.is_file():
-        raise TinyTLError(f"super-net checkpoint {str(path)!r} not found (make it with "
-                          "`python -m tinytl supernet-pretrain`)")
-    ckpt = load_file(path, "super-net checkpoint", ("state_dict", "num_classes", "lite_residual", "norm"))
+    """Load a stored super-net (default: the shipped supernet.pt), every field it uses checked before anything is
+    built; a new `num_classes` head if given."""
+    from tinytl.models.layers import NORMS
+    from tinytl.storage import check_fields, check_input_file, is_int_in, is_json_like, is_tensor_dict
+    from tinytl.validation import MAX_CLASSES, check_classes
+
+    what = "super-net checkpoint"
+    path = check_input_file(path if path else DEFAULT_CHECKPOINT, what,
+                            "make it with `python -m tinytl supernet-pretrain`")
+    if num_classes is not None:
+        check_classes(num_classes)
+    ckpt = load_file(path, what, ("state_dict", "num_classes", "lite_residual", "norm"))
+    check_fields(ckpt, {
+        "state_dict": (is_tensor_dict, "a state dict (name -> tensor)"),
+        "num_classes": (is_int_in(1, MAX_CLASSES), f"an integer in 1..{MAX_CLASSES}"),
+        "lite_residual": (lambda v: isinstance(v, bool), "true or false"),
+        "norm": (lambda v: v in NORMS, f"one of {', '.join(NORMS)}"),
+        "provenance": (lambda v: isinstance(v, dict) and is_json_like(v), "a dict of plain data")}, path, what)
+    head = ckpt["state_dict"].get("classifier.1.weight")
+    if head is not None and tuple(head.shape) != (ckpt["num_classes"], FEATURE_CHANNELS):
+        raise TinyTLError(f"{what} {path} is damaged: field num_classes is {ckpt['num_classes']}, but its classifier "
+                          f"holds {tuple(head.shape)} weights")
     model = ProxylessSuperNet(ckpt["num_classes"], ckpt["lite_residual"], ckpt["norm"])
     try:
         model.load_state_dict(to_float(ckpt["state_dict"]))

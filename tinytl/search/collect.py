@@ -10,6 +10,7 @@ rank 0 gathers and writes them in index order.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -25,6 +26,8 @@ from tinytl.models.supernet import ProxylessSuperNet, SubnetConfig, sample_subne
 from tinytl.search.space import check_resolutions
 from tinytl.train.adapt import VALIDATION_IMAGES, validation_split
 from tinytl.train.loop import evaluate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,7 @@ def init_distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def collect_pairs(supernet: ProxylessSuperNet, specs: Sequence[PairSpec], protocol: Protocol,
-                  log=None) -> list[dict]:
+def collect_pairs(supernet: ProxylessSuperNet, specs: Sequence[PairSpec], protocol: Protocol) -> list[dict]:
     """Measure this rank's share of the specs; every rank returns all pairs in index order."""
     rank, world = init_distributed()
     mine = [s for s in specs if s.index % world == rank]
@@ -100,9 +102,8 @@ def collect_pairs(supernet: ProxylessSuperNet, specs: Sequence[PairSpec], protoc
     started = time.time()
     for k, spec in enumerate(mine, 1):
         results.append(measure_pair(supernet, spec, slices))
-        if log:
-            print(f"rank {rank}: pair {k}/{len(mine)} acc {results[-1]['accuracy']:.3f} "
-                  f"{time.time() - started:.0f}s", file=log, flush=True)
+        log.info("rank %d: pair %d/%d acc %.3f %.0fs", rank, k, len(mine), results[-1]["accuracy"],
+                 time.time() - started)
     if world > 1:
         gathered: list[list[dict] | None] = [None] * world
         dist.all_gather_object(gathered, results)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from tinytl.errors import TinyTLError
-from tinytl.memory.analysis import check_batch_size, check_frozen_bits
+from tinytl.validation import check_batch_size, check_frozen_bits
 from tinytl.memory.views import ACT_BYTES, LayerGrads, ViewContext, get_view
 from tinytl.models.layers import NORMS
 from tinytl.models.proxylessnas import FEATURE_CHANNELS, FIRST_BLOCK_CHANNELS, STEM_CHANNELS

@@ -19,7 +19,9 @@ from torch import nn
 from tinytl.errors import TinyTLError
 from tinytl.models.supernet import DEFAULT_CHECKPOINT, EXPANDS, KERNELS, NUM_SLOTS, parse_subnet
 from tinytl.search.space import E_GENES, K_GENES, R_GENE, active_mask, check_resolutions, encode
-from tinytl.storage import load_file, save_file
+from tinytl.storage import (FieldRule, check_fields, check_input_file, is_int_in, is_json_like, is_number,
+                            is_tensor_dict, load_file, save_file)
+from tinytl.validation import MAX_CLASSES, MAX_TRAIN_RESOLUTION, MIN_RESOLUTION
 
 DEFAULT_PREDICTOR = DEFAULT_CHECKPOINT.with_name("supernet_predictor.pt")
 HIDDEN = 400
@@ -145,15 +147,37 @@ def save_predictor(model: AccuracyPredictor, path: str | Path, provenance: dict)
                "provenance": provenance}, path)
 
 
+def _predictor_rules() -> tuple[dict[str, FieldRule], dict[str, FieldRule], dict[str, FieldRule]]:
+    """What load_predictor checks in a file before it builds anything: top-level, metrics and provenance fields
+    (search and the Pareto page read them)."""
+    def resolution_list(v: object) -> bool:
+        return (isinstance(v, (list, tuple)) and 0 < len(v) == len(set(v))
+                and all(is_int_in(MIN_RESOLUTION, MAX_TRAIN_RESOLUTION)(r) for r in v))
+
+    plain_dict = (lambda v: isinstance(v, dict) and is_json_like(v), "a dict of plain data")
+    top = {"state_dict": (is_tensor_dict, "a state dict (name -> tensor)"),
+           "resolutions": (resolution_list, f"a list of distinct integers in {MIN_RESOLUTION}..{MAX_TRAIN_RESOLUTION}"),
+           "metrics": plain_dict, "provenance": plain_dict}
+    metrics = {**{k: (lambda v: is_number(v, low=0.0), "a finite number >= 0")
+                  for k in ("rmse", "mean_rmse", "resolution_mean_rmse")},
+               **{k: (lambda v: is_number(v, finite=False, low=-1.0, high=1.0), "a number in -1..1 (or NaN)")
+                  for k in ("kendall_tau", "resolution_mean_kendall_tau", "within_resolution_kendall_tau")},
+               **{k: (is_int_in(0), "an integer >= 0") for k in ("test_pairs", "train_pairs")}}
+    provenance = {"classes": (is_int_in(1, MAX_CLASSES), f"an integer in 1..{MAX_CLASSES}")}
+    return top, metrics, provenance
+
+
 def load_predictor(path: str | Path | None = None) -> AccuracyPredictor:
-    """Load a stored predictor (default: the shipped data/supernet_predictor.pt)."""
-    path = Path(path) if path else DEFAULT_PREDICTOR
-    if not path.is_file():
-        raise TinyTLError(f"accuracy predictor {str(path)!r} not found (train it with "
-                          "`python -m tinytl collect --train-predictor` or pass --predictor PATH)")
-    ckpt = load_file(path, "accuracy predictor", ("state_dict", "resolutions", "metrics"))
-    if not isinstance(ckpt["metrics"], dict) or not isinstance(ckpt["resolutions"], (list, tuple)):
-        raise TinyTLError(f"accuracy predictor {path} is damaged (its metrics or resolutions are not readable)")
+    """Load a stored predictor (default: the shipped data/supernet_predictor.pt), every field it uses checked."""
+    what = "accuracy predictor"
+    path = check_input_file(path if path else DEFAULT_PREDICTOR, what,
+                            "train it with `python -m tinytl collect --train-predictor` or pass --predictor PATH")
+    ckpt = load_file(path, what, ("state_dict", "resolutions", "metrics"))
+    top, metrics, provenance = _predictor_rules()
+    check_fields(ckpt, top, path, what)
+    check_fields(ckpt["metrics"], metrics, path, what, ("rmse", "mean_rmse", "kendall_tau", "test_pairs"),
+                 "metrics.")
+    check_fields(ckpt.get("provenance", {}), provenance, path, what, prefix="provenance.")
     model = AccuracyPredictor(ckpt["resolutions"])
     try:
         model.load_state_dict(ckpt["state_dict"])

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tinytl.errors import TinyTLError
+from tinytl import validation
 from tinytl.models.supernet import DEPTHS, EXPANDS, KERNELS, MAX_DEPTH, NUM_SLOTS, NUM_STAGES, SubnetConfig
 
 D_GENES = slice(0, NUM_STAGES)
@@ -23,9 +24,7 @@ ARCH_CHOICES = np.array([len(DEPTHS)] * NUM_STAGES + [len(EXPANDS)] * NUM_SLOTS 
 
 def check_resolutions(resolutions: Sequence[int]) -> tuple[int, ...]:
     """Sorted distinct resolutions, each an integer >= 32."""
-    if not resolutions or any(not isinstance(r, int) or isinstance(r, bool) or r < 32 for r in resolutions):
-        raise TinyTLError(f"resolutions must be integers >= 32, got {list(resolutions)!r}")
-    return tuple(sorted(set(resolutions)))
+    return tuple(sorted(set(validation.check_resolutions(resolutions, high=None))))
 
 
 def encode(config: SubnetConfig, resolution: int, resolutions: Sequence[int]) -> np.ndarray:

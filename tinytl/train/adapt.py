@@ -19,11 +19,14 @@ from torch.utils.data import DataLoader, Subset
 
 from tinytl.data import load_dataset
 from tinytl.errors import TinyTLError
-from tinytl.models.supernet import DEFAULT_CHECKPOINT, ProxylessSuperNet, SubnetConfig, load_supernet, sample_subnet
+from tinytl.models.supernet import (DEFAULT_CHECKPOINT, ProxylessSuperNet, SubnetConfig, SubnetModel, load_supernet,
+                                   sample_subnet)
 from tinytl.policies import trainable_names
 from tinytl.storage import load_file, save_file, to_float, to_half
+from tinytl.train.checkpoint import NO_WEIGHTS
 from tinytl.train.elastic import resize_batch, subnet_accuracies
 from tinytl.train.loop import TrainHooks, evaluate, train
+from tinytl.validation import MAX_TRAIN_RESOLUTION, check_resolutions
 
 DEFAULT_ADAPTED = DEFAULT_CHECKPOINT.with_name("supernet_digits_fa.pt")
 ADAPT_POLICIES = ("lite+bias", "bias", "full")
@@ -31,7 +34,8 @@ VALIDATION_IMAGES = 300
 log = logging.getLogger(__name__)
 
 
-def validation_split(train_size: int, val_images: int = VALIDATION_IMAGES, seed: int = 0) -> tuple[list[int], list[int]]:
+def validation_split(train_size: int, val_images: int = VALIDATION_IMAGES,
+                     seed: int = 0) -> tuple[list[int], list[int]]:
     """(adaptation indices, validation indices) of a train split: a fixed seeded slice is held out."""
     if not 0 < val_images < train_size:
         raise TinyTLError(f"validation images must be in 1..{train_size - 1}, got {val_images}")
@@ -45,7 +49,8 @@ def adapt_supernet(supernet: ProxylessSuperNet, resolutions: Sequence[int], data
     """Train the policy's parameters with a random sub-net and resolution per step; return the run's metadata."""
     if policy not in ADAPT_POLICIES:
         raise TinyTLError(f"adaptation policy must be one of {', '.join(ADAPT_POLICIES)}, got {policy!r}")
-    resolutions = sorted(set(resolutions))
+    draws = list(check_resolutions(resolutions, MAX_TRAIN_RESOLUTION))  # a size listed twice is drawn twice as often
+    resolutions = sorted(set(draws))
     data = load_dataset(dataset, max(resolutions), seed=seed)  # the seed fixes the split, as for a fine-tune
     if supernet.classifier[1].out_features != data.num_classes:
         raise TinyTLError(f"super-net head has {supernet.classifier[1].out_features} outputs, "
@@ -60,7 +65,7 @@ def adapt_supernet(supernet: ProxylessSuperNet, resolutions: Sequence[int], data
             log.info("adapt step %d/%d loss %.3f %.0fs", step, total, loss, time.perf_counter() - started)
 
     hooks = TrainHooks(before_step=lambda step, model: model.set_active(sample_subnet(rng)),
-                       prepare_batch=lambda step, x: resize_batch(x, rng.choice(resolutions)),
+                       prepare_batch=lambda step, x: resize_batch(x, rng.choice(draws)),
                        after_step=after_step)
     loader = DataLoader(Subset(data.train, fit), batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
@@ -70,7 +75,8 @@ def adapt_supernet(supernet: ProxylessSuperNet, resolutions: Sequence[int], data
                    label_smoothing=data.spec.label_smoothing, measure_memory=False, hooks=hooks)
     accuracy = subnet_accuracies(supernet, test_set)
     log.info("adapted: %s test accuracy %s", dataset, accuracy)
-    return {"dataset": dataset, "classes": data.num_classes, "resolutions": resolutions, "epochs": epochs,
+    return {"dataset": dataset, "classes": data.num_classes, "resolutions": resolutions, "resolution_draws": draws,
+            "epochs": epochs,
             "batch_size": batch_size, "lr": lr or data.spec.lr, "policy": policy, "seed": seed,
             "train_images": len(fit), "validation_images_held_out": val_images, "steps": result.steps,
             "train_seconds": round(result.train_seconds, 1),
@@ -88,23 +94,61 @@ def save_adapted(supernet: ProxylessSuperNet, path: str | Path, base: str | Path
 
 
 def load_adapted(path: str | Path | None = None) -> ProxylessSuperNet:
-    """The super-net with an adaptation applied (default: the shipped data/supernet_digits_fa.pt); the base
-    super-net is the file the adaptation names, in the adaptation's folder or else among the shipped assets."""
-    path = Path(path) if path else DEFAULT_ADAPTED
-    if not path.is_file():
-        raise TinyTLError(f"adapted super-net {str(path)!r} not found (make it with `python -m tinytl adapt`)")
-    ckpt = load_file(path, "adapted super-net", ("state_dict", "base", "num_classes"))
+    """The super-net with an adaptation applied (default: the shipped supernet_digits_fa.pt); the base
+    super-net is the file the adaptation names, in the adaptation's folder or else among the shipped assets.
+    Every field it uses is checked (types and ranges) before anything is built."""
+    from tinytl.storage import check_fields, check_input_file, is_int_in, is_json_like, is_tensor_dict
+    from tinytl.validation import MAX_CLASSES, MAX_SEED
+
+    what = "adapted super-net"
+    path = check_input_file(path if path else DEFAULT_ADAPTED, what, "make it with `python -m tinytl adapt`")
+    ckpt = load_file(path, what, ("state_dict", "base", "num_classes"))
     base = ckpt["base"]
-    if not isinstance(base, str) or Path(base).name != base or base in ("", ".", ".."):
-        raise TinyTLError(f"adapted super-net {path.name} names its base {base!r}: expected a file name beside it")
+    if not isinstance(base, str) or Path(base).name != base or base in ("", ".", "..") or "\0" in base:
+        raise TinyTLError(f"adapted super-net {path.name} names its base {base!r:.80}: expected a file name beside it")
+    check_fields(ckpt, {
+        "state_dict": (is_tensor_dict, "a state dict (name -> tensor)"),
+        "num_classes": (is_int_in(1, MAX_CLASSES), f"an integer in 1..{MAX_CLASSES}"),
+        "provenance": (lambda v: isinstance(v, dict) and is_json_like(v), "a dict of plain data")}, path, what)
+    check_fields(ckpt.get("provenance", {}), {
+        "dataset": (lambda v: isinstance(v, str), "a dataset name"),
+        "policy": (lambda v: isinstance(v, str), "a policy name"),
+        "seed": (is_int_in(0, MAX_SEED), f"an integer in 0..{MAX_SEED}")}, path, what, prefix="provenance.")
+    head = ckpt["state_dict"].get("classifier.1.weight")
+    if head is not None and head.shape[:1] != (ckpt["num_classes"],):
+        raise TinyTLError(f"{what} {path} is damaged: field num_classes is {ckpt['num_classes']}, but its classifier "
+                          f"holds {tuple(head.shape)} weights")
     beside = path.with_name(base)
     model = load_supernet(beside if beside.is_file() else DEFAULT_CHECKPOINT.with_name(base), ckpt["num_classes"])
-    missing = set(ckpt["state_dict"]) - set(dict(model.named_parameters()))
+    params = dict(model.named_parameters())
+    missing = set(ckpt["state_dict"]) - set(params)
     if missing:
         raise TinyTLError(f"adapted state {path.name} does not fit the super-net: {sorted(missing)[:3]}")
+    wrong = next((k for k, v in ckpt["state_dict"].items() if v.shape != params[k].shape), None)
+    if wrong:
+        raise TinyTLError(f"adapted state {path.name} does not fit the super-net: {wrong} is "
+                          f"{tuple(ckpt['state_dict'][wrong].shape)}, the super-net's {tuple(params[wrong].shape)}")
     model.load_state_dict(to_float(ckpt["state_dict"]), strict=False)
-    model.provenance = {"base": model.provenance, "adaptation": ckpt["provenance"]}
+    model.provenance = {"base": model.provenance, "adaptation": ckpt.get("provenance", {})}
     return model
+
+
+def adapted_subnet(config: SubnetConfig | str, weights: str, dataset: str, num_classes: int, norm: str,
+                   lite_residual: bool) -> tuple[SubnetModel, str]:
+    """A sub-net that inherits an adapted super-net's weights (`weights`: 'shipped' or an adaptation file) and
+    its file name; the run's dataset, classes, norm and lite residuals must be the adaptation's."""
+    if weights in NO_WEIGHTS:
+        raise TinyTLError("a sub-net inherits the adapted super-net's weights: --weights shipped or an adaptation "
+                          f"file, not {weights!r}")
+    path = DEFAULT_ADAPTED if weights == "shipped" else Path(weights).expanduser()
+    supernet = load_adapted(path)
+    adapted_on = supernet.provenance["adaptation"].get("dataset", dataset)
+    for what, run, adapted in (("dataset", dataset, adapted_on), ("classes", num_classes,
+                               supernet.classifier[1].out_features), ("norm", norm, supernet.norm),
+                               ("lite residual", lite_residual, supernet.lite_residual)):
+        if run != adapted:
+            raise TinyTLError(f"{path.name} was adapted with {what} {adapted!r}; this run asks for {run!r}")
+    return supernet.extract(config), path.name
 
 
 def adaptation_seed(supernet: ProxylessSuperNet) -> int:

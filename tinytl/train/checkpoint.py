@@ -1,4 +1,5 @@
-"""Load pretrained weights (the shipped checkpoint, a state-dict file, a torchvision weight name) and save compact ones."""
+"""Load pretrained weights (the shipped checkpoint, a state-dict file, a torchvision weight name) and save compact
+ones."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import torch
 from torch import nn
 
 from tinytl.errors import TinyTLError
+from tinytl.paths import shipped_asset
 from tinytl.models.layers import LiteResidual
 from tinytl.policies import classifier_name
-from tinytl.storage import load_file, save_file, to_half
+from tinytl.storage import check_input_file, load_file, save_file, to_half
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-SHIPPED = {"proxylessnas_mobile": DATA_DIR / "proxylessnas_mobile_glyphs.pt"}
+SHIPPED = {"proxylessnas_mobile": shipped_asset("proxylessnas_mobile_glyphs.pt")}
 CHECKPOINT_FORMAT = "tinytl-checkpoint-1"
 NO_WEIGHTS = ("none", "random")
 
@@ -55,13 +56,16 @@ def resolve_weights(weights: str, backbone: str) -> Path | None:
     if weights in NO_WEIGHTS:
         return None
     if weights == "shipped":
-        if backbone not in SHIPPED or not SHIPPED[backbone].is_file():
-            raise TinyTLError(f"no shipped checkpoint for backbone {backbone!r} "
-                              f"(only {', '.join(SHIPPED)}); pass --weights PATH or --weights none")
+        if backbone not in SHIPPED:
+            raise TinyTLError(f"no checkpoint ships for backbone {backbone!r} (one ships for "
+                              f"{', '.join(SHIPPED)}); pass --weights PATH or --weights none")
+        if not SHIPPED[backbone].is_file():
+            raise TinyTLError(f"the shipped checkpoint {SHIPPED[backbone]} is missing from this install "
+                              "(reinstall the package, or make it as tinytl/assets/README.md says)")
         return SHIPPED[backbone]
     path = Path(weights).expanduser()
-    if path.is_file():
-        return path
+    if path.exists():  # a file, or a folder / pipe / device refused with one line (a pipe would block a read)
+        return check_input_file(path, "weights file")
     if path.suffix in (".pt", ".pth", ".bin") or "/" in weights:
         raise TinyTLError(f"weights file {weights!r} does not exist")
     return _hub_file(weights)

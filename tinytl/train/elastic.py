@@ -4,7 +4,8 @@ The first phase trains the largest sub-net alone; each later phase makes one mor
 then depth, then expand; docs/PAPER.md, super-net space). Every step draws one resolution from the search set
 for the whole batch (elastic resolution) and trains the largest sub-net on the labels; in the elastic phases
 the phase's smallest sub-net and `randoms` random ones then learn from its detached soft predictions (the
-sandwich rule with in-place distillation), and one Adam step follows on the summed gradients. The batch is resized on the fly (bilinear, antialiased), so one rendering serves every resolution.
+sandwich rule with in-place distillation), and one Adam step follows on the summed gradients. The batch is resized
+on the fly (bilinear, antialiased), so one rendering serves every resolution.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tinytl.models.supernet import (DEPTHS, EXPANDS, KERNELS, NUM_SLOTS, NUM_STA
                                     SubnetConfig, largest_subnet, smallest_subnet)
 from tinytl.models.supernet_warmstart import proxyless_subnet
 from tinytl.train.loop import evaluate
+from tinytl.validation import check_int, check_lr
 
 PHASES = ("largest", "kernel", "depth", "expand")
 log = logging.getLogger(__name__)
@@ -141,14 +143,14 @@ def subnet_accuracies(model: ProxylessSuperNet, test_set: Dataset, configs: dict
 
 def check_phase_steps(steps: Sequence[int]) -> tuple[int, ...]:
     """Steps per phase (largest, kernel, depth, expand), each >= 0 and at least one > 0."""
-    if len(steps) != len(PHASES) or any(s < 0 for s in steps) or not any(steps):
+    if len(steps) != len(PHASES) or not any(steps):
         raise TinyTLError(f"phase steps must be {len(PHASES)} integers >= 0 ({', '.join(PHASES)}), "
                           f"not all 0; got {list(steps)}")
-    return tuple(int(s) for s in steps)
+    return tuple(check_int("phase steps", s, 0) for s in steps)
 
 
 def check_phase_lrs(lrs: Sequence[float]) -> tuple[float, ...]:
     """Peak learning rate per phase, each finite and > 0."""
-    if len(lrs) != len(PHASES) or not all(0 < lr < float("inf") for lr in lrs):
+    if len(lrs) != len(PHASES):
         raise TinyTLError(f"phase learning rates must be {len(PHASES)} positive finite numbers, got {list(lrs)}")
-    return tuple(float(lr) for lr in lrs)
+    return tuple(check_lr(lr, "phase learning rate") for lr in lrs)

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from tinytl.errors import TinyTLError
 from tinytl.policies import Policy, apply_policy
-from tinytl.train.measure import StepMemory, measure_step
+from tinytl.train.step_memory import StepMemory, measure_step
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
 
@@ -18,12 +18,12 @@ from tinytl.train.checkpoint import SHIPPED, read_state_dict, save_compact
 from tinytl.train.loop import EpochMetrics, TrainHooks, train
 
 BACKBONE = "proxylessnas_mobile"
+log = logging.getLogger(__name__)
 
 
 def pretrain(out: str | Path = SHIPPED[BACKBONE], epochs: int = 1, resolution: int = 64, batch_size: int = 32,
              lr: float = 1e-3, seed: int = 0, threads: int = 1, init: str | Path | None = None,
-             classes: int = 26, per_class: int = 1500, low_res: tuple[int, ...] | None = None,
-             log=sys.stderr) -> dict:
+             classes: int = 26, per_class: int = 1500, low_res: tuple[int, ...] | None = None) -> dict:
     """Train every parameter on glyphs (from scratch, or on from `init`), save compactly (fp16), return metadata.
 
     A run continued from `init` records the earlier stages in its metadata, so the shipped file says how it
@@ -52,11 +52,11 @@ def pretrain(out: str | Path = SHIPPED[BACKBONE], epochs: int = 1, resolution: i
 
     def after_step(step: int, total: int, loss: float) -> None:
         if step % 10 == 0 or step == total:
-            print(f"step {step}/{total} loss {loss:.3f} {time.time() - started:.0f}s", file=log, flush=True)
+            log.info("step %d/%d loss %.3f %.0fs", step, total, loss, time.time() - started)
 
     def after_epoch(m: EpochMetrics) -> None:
-        print(f"epoch {m.epoch}: train loss {m.train_loss:.3f} acc {m.train_accuracy:.3f} | "
-              f"test acc {m.test_accuracy:.3f} | {m.seconds:.0f}s", file=log, flush=True)
+        log.info("epoch %d: train loss %.3f acc %.3f | test acc %.3f | %.0fs", m.epoch, m.train_loss,
+                 m.train_accuracy, m.test_accuracy, m.seconds)
 
     generator = torch.Generator().manual_seed(seed)
     result = train(model, DataLoader(data.train, batch_size, shuffle=True, generator=generator),
@@ -71,6 +71,5 @@ def pretrain(out: str | Path = SHIPPED[BACKBONE], epochs: int = 1, resolution: i
             "train_seconds": round(sum(s["train_seconds"] for s in stages) + result.train_seconds, 1),
             "stages": stages + [stage]}
     meta["file_bytes"] = save_compact(model, out, BACKBONE, meta)
-    print(f"saved {out} ({meta['file_bytes'] / 1e6:.1f} MB), source test accuracy {result.final_accuracy:.4f}",
-          file=log, flush=True)
+    log.info("saved %s (%.1f MB), source test accuracy %.4f", out, meta["file_bytes"] / 1e6, result.final_accuracy)
     return meta

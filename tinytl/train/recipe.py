@@ -8,7 +8,10 @@ from torch import nn
 
 from tinytl.errors import TinyTLError
 from tinytl.models import build_model, check_backbone
+from tinytl.models.supernet import parse_subnet
 from tinytl.policies import parse_policy, policy_label
+from tinytl.validation import (check_batch_size, check_frozen_bits, check_int, check_label_smoothing, check_lr,
+                               check_seed, train_resolution)
 
 ENGINES = ("auto", "pytorch", "tinytl", "tinytl-recompute")  # tinytl: the engine's exact mode
 DEFAULT_ENGINE = "auto"  # the engine, in the mode that realises the most for the norm (see default_engine)
@@ -20,7 +23,7 @@ def default_engine(norm: str) -> str:
     return "tinytl" if norm == "bn-frozen" else "tinytl-recompute"
 
 
-def engine_mode(engine: str) -> str:
+def run_engine_mode(engine: str) -> str:
     """The tinytl.engine mode an --engine value runs (and the engine view prices): recompute or exact."""
     return "recompute" if engine == "tinytl-recompute" else "exact"
 
@@ -50,35 +53,46 @@ class FinetuneSettings:
     norm: str = "gn"
     seed: int = 0
     max_steps: int | None = None
+    subnet: str | None = None  # with backbone "supernet": the sub-net (JSON) taken from the adapted super-net
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "FinetuneSettings":
+    def from_dict(cls, values: dict) -> FinetuneSettings:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
-    def validate(self) -> "FinetuneSettings":
+    def validate(self) -> FinetuneSettings:
         """Raise TinyTLError on a setting that cannot run; return self with the policy label normalised."""
         check_backbone(self.backbone)
         parse_policy(self.policy)
-        for name, low in (("epochs", 1), ("batch_size", 1), ("resolution", 32)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < low:
-                raise TinyTLError(f"{name.replace('_', ' ')} must be an integer >= {low}, got {value!r}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise TinyTLError(f"max steps must be >= 1, got {self.max_steps}")
-        if self.lr is not None and self.lr <= 0:
-            raise TinyTLError(f"learning rate must be > 0, got {self.lr}")
-        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
-            raise TinyTLError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        check_int("epochs", self.epochs, 1)
+        check_batch_size(self.batch_size)
+        train_resolution(self.resolution)
+        check_seed(self.seed)
+        if self.max_steps is not None:
+            check_int("max steps", self.max_steps, 1)
+        if self.lr is not None:
+            check_lr(self.lr)
+        if self.label_smoothing is not None:
+            check_label_smoothing(self.label_smoothing)
+        if self.frozen_bits is not None:
+            check_frozen_bits(self.frozen_bits)
         if self.engine not in ENGINES:
             raise TinyTLError(f"unknown engine {self.engine!r}; valid: {', '.join(ENGINES)}")
         if self.frozen_bits is not None and self.engine == "pytorch":
             raise TinyTLError("8-bit frozen weights need --engine tinytl (stock PyTorch keeps fp32 weights)")
+        subnet = self.subnet
+        if self.backbone == "supernet":
+            if subnet is None:
+                raise TinyTLError("backbone supernet needs a sub-net (--subnet JSON: d, e, ks)")
+            subnet = parse_subnet(subnet).canonical().to_json()
+        elif subnet is not None:
+            raise TinyTLError(f"a sub-net applies only to backbone supernet, not {self.backbone!r}")
         engine = default_engine(self.norm) if self.engine == "auto" else self.engine
-        return FinetuneSettings.from_dict({**self.to_dict(), "policy": policy_label(self.policy), "engine": engine})
+        return FinetuneSettings.from_dict({**self.to_dict(), "policy": policy_label(self.policy), "engine": engine,
+                                           "subnet": subnet})
 
 
 def build_finetune_model(settings: FinetuneSettings, num_classes: int) -> nn.Module:
@@ -95,4 +109,4 @@ def convert_for_engine(model: nn.Module, settings: FinetuneSettings) -> nn.Modul
     except ImportError:
         raise TinyTLError("--engine tinytl is not available in this build (tinytl.engine is missing); "
                           "use --engine pytorch") from None
-    return convert_model(model, mode=engine_mode(settings.engine), frozen_bits=settings.frozen_bits)
+    return convert_model(model, mode=run_engine_mode(settings.engine), frozen_bits=settings.frozen_bits)

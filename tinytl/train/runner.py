@@ -16,9 +16,10 @@ from tinytl.data import DataBundle, load_dataset
 from tinytl.errors import TinyTLError
 from tinytl.memory import VIEWS, profile_memory
 from tinytl.policies import apply_policy
+from tinytl.train.adapt import adapted_subnet
 from tinytl.train.checkpoint import LoadReport, load_weights
 from tinytl.train.loop import EpochMetrics, TrainHooks, TrainResult, train
-from tinytl.train.recipe import FinetuneSettings, build_finetune_model, convert_for_engine, engine_mode
+from tinytl.train.recipe import FinetuneSettings, build_finetune_model, convert_for_engine, run_engine_mode
 from tinytl.train.store import RunStore
 
 HEARTBEAT_SECONDS = 0.5
@@ -50,8 +51,8 @@ def predicted_memory(settings: FinetuneSettings, num_classes: int) -> dict[str, 
     The engine view is priced in the mode the run uses (recompute for `tinytl-recompute`, else exact)."""
     bits = settings.frozen_bits or 32
     return {view: profile_memory(settings.backbone, settings.policy, settings.resolution, settings.batch_size,
-                                 num_classes, bits, settings.lite_residual, settings.norm, view,
-                                 **({"mode": engine_mode(settings.engine)} if view == "engine" else {})).total_mb
+                                 num_classes, bits, settings.lite_residual, settings.norm, view, settings.subnet,
+                                 **({"mode": run_engine_mode(settings.engine)} if view == "engine" else {})).total_mb
             for view in VIEWS}
 
 
@@ -60,8 +61,13 @@ def prepare_run(settings: FinetuneSettings) -> PreparedRun:
     settings = settings.validate()
     torch.manual_seed(settings.seed)
     data = load_dataset(settings.dataset, settings.resolution, settings.data_root, settings.seed)
-    model = build_finetune_model(settings, data.num_classes)
-    report = load_weights(model, settings.weights, settings.backbone)
+    if settings.subnet is not None:
+        model, source = adapted_subnet(settings.subnet, settings.weights, settings.dataset, data.num_classes,
+                                       settings.norm, settings.lite_residual)
+        report = LoadReport(source, len(model.state_dict()), ())
+    else:
+        model = build_finetune_model(settings, data.num_classes)
+        report = load_weights(model, settings.weights, settings.backbone)
     apply_policy(model, settings.policy)
     model = convert_for_engine(model, settings)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -103,6 +109,10 @@ def execute_run(run: PreparedRun, store: RunStore | None = None, run_id: int | N
             store.set_fields(run_id, predicted_memory_mb=run.predicted["paper"], predicted=run.predicted)
         result = train(run.model, run.train_loader, run.test_loader, s.policy, epochs=s.epochs, lr=lr,
                        label_smoothing=smoothing, max_steps=s.max_steps, hooks=hooks)
+    except KeyboardInterrupt:  # Ctrl-C: the user stopped it, as a cancel would; finished epochs stay recorded
+        if store is not None:
+            store.finish(run_id, "cancelled", error="interrupted (Ctrl-C)")
+        raise
     except BaseException as err:
         if store is not None:
             message = str(err) if isinstance(err, TinyTLError) else traceback.format_exception_only(err)[-1].strip()
@@ -140,7 +150,7 @@ def start_background(run: PreparedRun, store: RunStore) -> tuple[int, threading.
     def work() -> None:
         try:
             execute_run(run, store, run_id)
-        except Exception:  # recorded as failed in the store by execute_run; nothing else to tell
+        except Exception:  # noqa: BLE001 - recorded as failed in the store by execute_run; nothing else to tell
             return
 
     thread = threading.Thread(target=work, name=f"tinytl-run-{run_id}", daemon=True)

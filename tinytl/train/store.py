@@ -60,22 +60,43 @@ class RunStore:
     """Fine-tune runs in SQLite; safe to use from several threads and processes (a connection per call)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
+        """Open (or create) the store at `path` (default: runs.sqlite in the user data folder); a path that is not
+        a usable SQLite file (a folder, pipe, ':memory:', a damaged database) is one TinyTLError line."""
+        if str(path) == ":memory:" or str(path).startswith("file:"):
+            raise TinyTLError(f"run store {str(path)!r} must be a file path (an in-memory store is empty for every "
+                              "connection and gone when the command ends)")
         self.path = Path(path).expanduser() if path else default_store_path()
+        if self.path.exists() and not self.path.is_file():
+            raise TinyTLError(f"run store {str(self.path)!r} is not a regular file (a folder, pipe or device)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._tx() as db:
-                db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as err:
-            raise TinyTLError(f"cannot open run store {self.path}: {err}") from None
+        except OSError as err:
+            raise TinyTLError(f"cannot open run store {self.path}: {err.strerror or err}") from None
+        with self._tx() as db:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                detail = " ".join(problems[0].replace("*** in database main ***", "").split())[:160]
+                raise TinyTLError(f"run store {self.path} is damaged ({detail}); move the file away and a new, "
+                                  "empty store is made")
+            db.executescript(SCHEMA)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One transaction: committed on success, rolled back on any error."""
-        with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            db.execute("PRAGMA foreign_keys = ON")
-            db.row_factory = sqlite3.Row
-            with db:
-                yield db
+        """One transaction: committed on success, rolled back on any error; a database error (damaged file,
+        locked past the timeout, disk full) is one TinyTLError line naming the store."""
+        try:
+            with closing(sqlite3.connect(self.path, timeout=30)) as db:
+                db.execute("PRAGMA foreign_keys = ON")
+                db.row_factory = sqlite3.Row
+                with db:
+                    yield db
+        except sqlite3.ProgrammingError:  # our own misuse, not the file's fault
+            raise
+        except sqlite3.DatabaseError as err:
+            detail = " ".join(str(err).split())[:160] or type(err).__name__
+            hint = ("; move the file away and a new, empty store is made"
+                    if "malformed" in detail or "not a database" in detail else "")
+            raise TinyTLError(f"cannot use run store {self.path}: {detail}{hint}") from None
 
     def create_run(self, settings: dict, total_steps: int = 0) -> int:
         """A new `running` run owned by this process; returns its id."""
@@ -180,8 +201,19 @@ class RunStore:
     @staticmethod
     def _decode(row: sqlite3.Row, epochs: list[sqlite3.Row]) -> dict:
         run = dict(row)
-        run["settings"] = json.loads(run["settings"])
-        run["predicted"] = json.loads(run["predicted"]) if run["predicted"] else {}
+        unreadable = []
+        for column, empty in (("settings", {}), ("predicted", {})):
+            try:
+                value = json.loads(run[column]) if run[column] else empty
+            except (TypeError, ValueError):  # a hand-edited or damaged row: shown, not fatal to the whole list
+                value = None
+            if not isinstance(value, dict):
+                value = empty
+                unreadable.append(column)
+            run[column] = value
+        if unreadable:
+            run["error"] = f"stored {' and '.join(unreadable)} not readable" + (f"; {run['error']}" if run["error"]
+                                                                                 else "")
         run["cancel_requested"] = bool(run["cancel_requested"])
         run["history"] = [{k: e[k] for k in EPOCH_COLUMNS[1:]} for e in epochs]
         return run

@@ -72,12 +72,13 @@ def pretrain_supernet(out: str | Path, init: str | Path = SHIPPED["proxylessnas_
         save_supernet(supernet, out, meta)
         log.info("phase %s done in %.0f s; saved %s", phase, record.seconds, out)
     accuracy = {}
-    for r in resolutions:
+    for r in sorted(set(resolutions)):
         accuracy[str(r)] = subnet_accuracies(supernet, data.test.with_transform(test_transform(r)))
         log.info("source accuracy at %d px: %s", r, accuracy[str(r)])
     fixed_acc = {str(r): evaluate(fixed, DataLoader(data.test.with_transform(test_transform(r)), 250))[1]
-                 for r in resolutions}
+                 for r in sorted(set(resolutions))}
     meta.update(source_test_accuracy=accuracy, fixed_source_test_accuracy=fixed_acc,
-                seconds=round(time.perf_counter() - started, 1), cpu_seconds=round(time.process_time() - cpu_started, 1))
+                seconds=round(time.perf_counter() - started, 1),
+                cpu_seconds=round(time.process_time() - cpu_started, 1))
     save_supernet(supernet, out, meta)
     return meta
