@@ -34,9 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tinytl.paths import output_path
+    from tinytl.storage import check_input_file
     from tinytl.train.pretrain import pretrain
 
     out = output_path(args.out, "proxylessnas_mobile_glyphs.pt", "checkpoint file")
+    if args.init is not None:
+        check_input_file(args.init, "checkpoint")  # before the renderings: a missing or FIFO file fails at once
     meta = pretrain(out, args.epochs, args.resolution, args.batch_size, args.lr, args.seed, args.threads,
                     args.init, args.classes, args.per_class, args.low_res)
     print_json({**meta, "stages": [{k: v for k, v in st.items() if k != "history"} for st in meta["stages"]]})

@@ -52,10 +52,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from tinytl.paths import output_path
+    from tinytl.storage import check_input_file
     from tinytl.train.supernet_pretrain import pretrain_supernet
 
     torch.set_num_threads(args.threads)
     out = output_path(args.out, "supernet.pt", "super-net file")
+    for given, what in ((args.init, "checkpoint"), (args.resume, "super-net file")):
+        if given is not None:
+            check_input_file(given, what)  # before the renderings: a missing or FIFO file fails at once
     meta = pretrain_supernet(out, args.init, args.steps, args.resolutions, args.batch_size, args.lrs, args.randoms,
                              per_class=args.per_class, seed=args.seed, resume=args.resume)
     print_json({k: v for k, v in meta.items() if k != "warm_start"})
