@@ -17,7 +17,16 @@ def test_sigint_on_finetune_records_cancelled_and_exits_130(tmp_path):
     store_path = tmp_path / "runs.sqlite"
     proc = subprocess.Popen([sys.executable, "-m", "tinytl", "finetune", "--epochs", "50", "--resolution", "32",
                              "--threads", "1", "--store", str(store_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TINYTL_HOME": str(tmp_path)})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TINYTL_HOME": str(tmp_path)},
+                            # a background job of a non-interactive shell inherits SIGINT ignored: undo that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        _interrupt_after_first_epoch(proc, store_path)
+    finally:
+        proc.kill()
+
+
+def _interrupt_after_first_epoch(proc: subprocess.Popen, store_path) -> None:
     deadline = time.monotonic() + 300
     epochs = []
     while time.monotonic() < deadline and proc.poll() is None:
