@@ -227,12 +227,17 @@ STORES = [pytest.param(random_store, "file is not a database", id="random-bytes"
           pytest.param(truncated_store, "malformed", id="truncated")]
 
 
-@pytest.mark.parametrize("make, needle", STORES)
-def test_runs_page_with_damaged_store(tmp_path, monkeypatch, make, needle):
+def use_damaged_store(tmp_path, monkeypatch, make) -> None:
+    """Put a damaged store where the app looks for it (the user data folder)."""
     home = tmp_path / "home"
     home.mkdir()
     make(tmp_path).rename(home / "runs.sqlite")
     monkeypatch.setenv("TINYTL_HOME", str(home))
+
+
+@pytest.mark.parametrize("make, needle", STORES)
+def test_runs_page_with_damaged_store(tmp_path, monkeypatch, make, needle):
+    use_damaged_store(tmp_path, monkeypatch, make)
     at = open_page("explorer/pages/runs.py")
     assert not at.exception
     assert len(at.error) == 1 and needle in at.error[0].value and "runs.sqlite" in at.error[0].value
@@ -241,10 +246,7 @@ def test_runs_page_with_damaged_store(tmp_path, monkeypatch, make, needle):
 
 @pytest.mark.parametrize("make, needle", STORES)
 def test_finetune_page_with_damaged_store(tmp_path, monkeypatch, make, needle):
-    home = tmp_path / "home"
-    home.mkdir()
-    make(tmp_path).rename(home / "runs.sqlite")
-    monkeypatch.setenv("TINYTL_HOME", str(home))
+    use_damaged_store(tmp_path, monkeypatch, make)
     at = open_page("explorer/pages/finetune.py")
     assert not at.exception
     assert len(at.error) == 1 and needle in at.error[0].value
@@ -279,10 +281,7 @@ def test_pareto_page_with_damaged_predictor(tmp_path, monkeypatch, make, needle)
 
 
 def test_pareto_page_with_damaged_store_still_draws(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    home.mkdir()
-    truncated_store(tmp_path).rename(home / "runs.sqlite")
-    monkeypatch.setenv("TINYTL_HOME", str(home))
+    use_damaged_store(tmp_path, monkeypatch, truncated_store)
     at = AppTest.from_file(PARETO, default_timeout=180).run()
     assert not at.exception
     assert len(at.error) == 1 and "Measured runs are not shown" in at.error[0].value
