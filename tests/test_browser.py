@@ -73,6 +73,8 @@ def test_every_page_renders_and_policy_changes_the_headline(page, app_url):
 
 def test_bad_url_shows_the_reason_not_a_traceback(page, app_url):
     page.goto(f"{app_url}/?res=0&backbone=nope")
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stAlert]')]"
+                           ".some(a => a.innerText.includes('resolution must be'))", timeout=RUN_DONE_MS)
     wait_idle(page, RUN_DONE_MS)
     alerts = " ".join(page.locator("[data-testid=stAlert]").all_inner_texts())
     assert "resolution must be an integer" in alerts and "got 0" in alerts  # markdown renders >= as ≥
