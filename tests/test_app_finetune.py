@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from explorer.run_controls import cancel_key
 from tinytl.train.store import RunStore
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -63,17 +64,34 @@ def test_finetune_page_runs_in_background_and_shows_curves(store):
     at.run()
     figs = {el.proto.id.rsplit("-", 1)[-1]: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
     acc_trace = next(t for t in figs["ft_curves"]["data"] if t["name"] == "test accuracy")
-    assert acc_trace["y"] == [run["history"][0]["test_accuracy"]]
+    assert acc_trace["y"] == [run["history"][0]["test_accuracy"]] and acc_trace["x"] == [run["total_steps"]]
+    losses = next(t for t in figs["ft_curves"]["data"] if t["name"] == "train loss (batch)")
+    assert losses["x"] == list(range(1, run["total_steps"] + 1))  # every step, not only the epoch
+    assert losses["y"] == [s["loss"] for s in store.get_steps(run_id)]
     assert f"{run['final_accuracy']:.1%}" in [m.value for m in at.metric]
 
 
 def test_finetune_page_cancel(store):
     at = start(open_page(FINETUNE), ft_policy="last", ft_epochs=50, ft_batch_size=64)
     run_id = at.session_state["ft_run_id"]
-    at.button(key="ft_cancel").click()
+    at.button(key=cancel_key("ft", run_id)).click()
     at.run()
     run = wait_until_ended(store, run_id)
     assert run["status"] == "cancelled" and run["cancel_requested"]
+
+
+@pytest.mark.parametrize("page", [FINETUNE, RUNS])
+def test_a_run_started_elsewhere_is_shown_and_cancellable(store, page):
+    """A run this session did not start (another tab, the CLI) is listed on both pages with its own Cancel."""
+    other = store.create_run({"policy": "bias", "weights": "shipped"}, total_steps=40)  # alive: this process owns it
+    store.heartbeat(other, 7, 40, [{"step": s, "total": 40, "loss": 1.0, "accuracy": 0.5, "lr": 1e-3}
+                                   for s in range(1, 8)])
+    at = open_page(page)
+    assert not at.exception
+    assert any(f"#{other} bias (shipped): step 7 of 40" in p.proto.text for p in at.get("progress"))
+    at.button(key=cancel_key("ft" if page == FINETUNE else "runs", other)).click()
+    at.run()
+    assert store.get_run(other)["cancel_requested"] and not at.exception
 
 
 @pytest.mark.parametrize("widgets,needle", [
@@ -136,3 +154,4 @@ def test_finetune_page_defaults_to_the_engine_and_shows_stock_beside_measured(st
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Measured peak (one step, tinytl-recompute)"] == f"{run['measured_peak_bytes'] / 1e6:.1f} MB"
     assert metrics["Stock PyTorch would take"] == f"{run['predicted']['pytorch']:.1f} MB"
+    assert metrics["Predicted for this engine"] == f"{run['predicted']['engine']:.1f} MB"  # the engine view ran

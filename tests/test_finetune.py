@@ -41,8 +41,8 @@ def test_cancel_mid_run_keeps_earlier_epochs(tmp_path):
     steps_per_epoch = len(prepared.train_loader)
     ids = []
 
-    def progress(step, total, loss):
-        if step == steps_per_epoch + 1:  # one step into the second epoch
+    def progress(m):
+        if m.step == steps_per_epoch + 1:  # one step into the second epoch
             store.request_cancel(ids[0])
 
     ids.append(store.create_run(prepared.settings.to_dict(), prepared.total_steps))
@@ -53,6 +53,9 @@ def test_cancel_mid_run_keeps_earlier_epochs(tmp_path):
     assert run["history"][0] == pytest.approx(summary["history"][0])
     assert run["history"][0]["steps"] == steps_per_epoch
     assert run["final_accuracy"] == pytest.approx(summary["history"][0]["test_accuracy"])
+    steps = store.get_steps(ids[0])  # every step taken is on record, the cancelled epoch's one too
+    assert [s["step"] for s in steps] == list(range(1, steps_per_epoch + 2)) == list(range(1, summary["steps"] + 1))
+    assert all(0 <= s["accuracy"] <= 1 and s["loss"] > 0 for s in steps)
 
 
 def test_cli_json(tmp_path, capsys):

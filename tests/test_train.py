@@ -42,7 +42,7 @@ def test_train_updates_only_policy_params_and_learns():
     train_loader, test_loader = _loaders()
     steps, lrs = [], []
     hooks = TrainHooks(before_step=lambda step, m: steps.append(step),
-                       after_step=lambda step, total, loss: lrs.append(total))
+                       after_step=lambda m: lrs.append(m.total))
     result = train(model, train_loader, test_loader, "custom:body.bias,head.*", epochs=5, lr=0.05,
                    label_smoothing=0.0, hooks=hooks)
     assert torch.equal(model.body.weight, body_before)
@@ -59,7 +59,7 @@ def test_should_stop_cancels_and_keeps_earlier_epochs():
     model = Tiny()
     train_loader, test_loader = _loaders()
     seen = []
-    hooks = TrainHooks(after_step=lambda step, total, loss: seen.append(step),
+    hooks = TrainHooks(after_step=lambda m: seen.append(m.step),
                        should_stop=lambda: len(seen) >= 9)
     result = train(model, train_loader, test_loader, "full", epochs=4, lr=0.01, hooks=hooks)
     assert result.cancelled and result.steps == 9

@@ -1,15 +1,19 @@
 """Fine-tune: start a short real training run, watch its curves live, cancel it (it runs on in the background)."""
 
+from itertools import accumulate
+
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from explorer.run_controls import running_runs_panel
 from tinytl.data import DATASETS
 from tinytl.errors import TinyTLError
 from tinytl.policies import PAPER_NAMES, POLICIES
-from tinytl.train.recipe import ENGINES, FinetuneSettings
+from tinytl.train.recipe import ENGINES, FinetuneSettings, realised_view
 from tinytl.train.runner import prepare_run, start_background
 from tinytl.train.store import RunStore
+from tinytl.train.tables import realised_prediction
 
 RUN_KEY = "ft_run_id"
 WEIGHTS = ("shipped", "none", "file")
@@ -18,15 +22,19 @@ ENGINE_LABELS = {"auto": "auto: the engine, leanest mode for the norm", "pytorch
                  "tinytl": "engine, exact", "tinytl-recompute": "engine, recompute"}
 
 
-def curves(run: dict) -> go.Figure:
-    """Per-epoch training loss and held-out accuracy of one run."""
-    epochs = [e["epoch"] for e in run["history"]]
+def curves(run: dict, steps: list[dict]) -> go.Figure:
+    """Training loss and accuracy of every step (each batch), with held-out loss and accuracy at each epoch's end."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
-    fig.add_scatter(x=epochs, y=[e["train_loss"] for e in run["history"]], name="train loss", row=1, col=1)
-    fig.add_scatter(x=epochs, y=[e["test_loss"] for e in run["history"]], name="test loss", row=1, col=1)
-    fig.add_scatter(x=epochs, y=[e["train_accuracy"] for e in run["history"]], name="train accuracy", row=1, col=2)
-    fig.add_scatter(x=epochs, y=[e["test_accuracy"] for e in run["history"]], name="test accuracy", row=1, col=2)
-    fig.update_xaxes(title_text="epoch", dtick=1)
+    at = [s["step"] for s in steps]
+    fig.add_scatter(x=at, y=[s["loss"] for s in steps], name="train loss (batch)", mode="lines", row=1, col=1)
+    fig.add_scatter(x=at, y=[s["accuracy"] for s in steps], name="train accuracy (batch)", mode="lines",
+                    row=1, col=2)
+    ends = list(accumulate(e["steps"] for e in run["history"]))
+    fig.add_scatter(x=ends, y=[e["test_loss"] for e in run["history"]], name="test loss", mode="lines+markers",
+                    row=1, col=1)
+    fig.add_scatter(x=ends, y=[e["test_accuracy"] for e in run["history"]], name="test accuracy",
+                    mode="lines+markers", row=1, col=2)
+    fig.update_xaxes(title_text="step", range=[0, max(run["total_steps"] or 1, 1)])
     fig.update_yaxes(range=[0, 1], row=1, col=2)
     fig.update_layout(height=340, margin=dict(t=40, b=10), title=f"run #{run['id']}: {run['settings']['policy']}")
     return fig
@@ -44,7 +52,7 @@ except TinyTLError as err:  # a damaged or unusable store file: said once, the f
     store, store_error = None, str(err)
     st.error(store_error)
 
-with st.form("ft_form"):
+with st.form("ft_form", enter_to_submit=False):  # Enter in a field does not start a run; the button does
     left, mid, right = st.columns(3)
     policy = left.selectbox("Policy", POLICIES, index=POLICIES.index(DEFAULTS.policy), key="ft_policy",
                             format_func=lambda p: f"{p} ({PAPER_NAMES[p]})")
@@ -76,54 +84,74 @@ if started:
     except TinyTLError as err:
         st.error(str(err))
 
-run_id = st.session_state.get(RUN_KEY)
-if run_id is None or store is None:
+if store is None:
+    st.stop()
+try:
+    running = store.running_runs()
+except TinyTLError as err:  # damaged since the page opened it
+    st.error(str(err))
+    st.stop()
+run_id = st.session_state.get(RUN_KEY) or (running[0]["id"] if running else None)  # else the newest still running
+if run_id is None:
     st.info("Choose settings and start a run. Defaults: lite+bias on digits, about a minute on 2 CPU cores.")
     st.stop()
 try:
-    status = store.get_run(run_id)["status"]
+    store.get_run(run_id)
 except TinyTLError:  # deleted on the Runs page
-    st.session_state.pop(RUN_KEY)
+    st.session_state.pop(RUN_KEY, None)
     st.rerun()
+running_ids = [r["id"] for r in running]
 
 
-@st.fragment(run_every=1.0 if status == "running" else None)
+@st.fragment(run_every=1.0 if running_ids else None)
 def live_run() -> None:
-    """Progress, cancel, and curves of the current run, refreshed from the store every second while it runs."""
+    """Every running run with Cancel, then progress, memory and per-step curves of the watched run, refreshed
+    from the store every second while anything runs."""
     try:
+        now_running = store.running_runs()
         run = store.get_run(run_id)
+        steps = store.get_steps(run_id)
     except TinyTLError as err:  # the store was damaged or removed while the page was open
         st.error(str(err))
         return
-    total = max(run["total_steps"] or 1, 1)
-    st.progress(min(run["step"] / total, 1.0), text=f"run #{run_id}: {run['status']}, step {run['step']} of {total}")
-    if run["status"] == "running":
-        if st.button("Cancel run", key="ft_cancel"):
-            store.request_cancel(run_id)
-            st.toast("Cancel requested: the run stops at its next step.")
-    elif run["status"] == "failed":
+    if [r["id"] for r in now_running] != running_ids:
+        st.rerun()  # a run started or ended since the page drew: redraw (and stop the timer when none runs)
+    if now_running:
+        st.subheader("Running now")
+        running_runs_panel(store, now_running, "ft", watched=run_id)
+    st.subheader(f"Run #{run_id}: {run['status']}")
+    if run["status"] == "failed":
         st.error(f"run #{run_id} failed: {run['error']}")
-    elif run["status"] != status:
-        st.rerun()  # finished since the page drew: redraw once without the timer
+    elif run["status"] == "killed":
+        st.warning(f"run #{run_id}: {run['error']}")
     cols = st.columns(5)
     acc = run["final_accuracy"] if run["final_accuracy"] is not None else (
         run["history"][-1]["test_accuracy"] if run["history"] else None)
-    cols[0].metric("Test accuracy", f"{acc:.1%}" if acc is not None else "–")
+    cols[0].metric("Test accuracy", f"{acc:.1%}" if acc is not None else "–",
+                   help="held-out accuracy after the last finished epoch")
     peak = run["measured_peak_bytes"]
     engine = run["settings"].get("engine", "pytorch")
-    cols[1].metric(f"Measured peak (one step, {engine})", f"{peak / 1e6:.1f} MB" if peak else "–")
+    cols[1].metric(f"Measured peak (one step, {engine})", f"{peak / 1e6:.1f} MB" if peak else "–",
+                   help="measured on the run's first training step")
+    realised = realised_prediction(run)
+    cols[2].metric("Predicted for this engine", f"{realised:.1f} MB" if realised is not None else "–",
+                   delta=f"measured {peak / 1e6 / realised:.2f}x this" if realised and peak else None,
+                   delta_color="off",
+                   help=f"the {realised_view(engine)} view's total for the same setting: the view that models {engine}")
     stock = (run.get("predicted") or {}).get("pytorch")
-    cols[2].metric("Stock PyTorch would take", f"{stock:.1f} MB" if stock is not None else "–",
+    cols[3].metric("Stock PyTorch would take", f"{stock:.1f} MB" if stock is not None else "–",
                    delta=f"{stock / (peak / 1e6):.1f}x the measured peak" if stock and peak else None,
                    delta_color="off", help="the pytorch view's prediction for the same setting")
-    saved = run["saved_activation_bytes"]
-    cols[3].metric("Saved activations", f"{saved / 1e6:.1f} MB" if saved else "–")
     cols[4].metric("Predicted (paper view)",
-                   f"{run['predicted_memory_mb']:.1f} MB" if run["predicted_memory_mb"] is not None else "–")
-    if run["history"]:
-        st.plotly_chart(curves(run), key="ft_curves")
+                   f"{run['predicted_memory_mb']:.1f} MB" if run["predicted_memory_mb"] is not None else "–",
+                   help="the TinyTL paper's theory, which no engine fully realises under GroupNorm (see the Why page)")
+    saved = run["saved_activation_bytes"]
+    if saved:
+        st.caption(f"Kept for the backward pass in the measured step: {saved / 1e6:.1f} MB of activations.")
+    if steps:
+        st.plotly_chart(curves(run, steps), key="ft_curves")
     else:
-        st.caption("Curves appear after the first epoch.")
+        st.caption("Curves appear after the first step.")
 
 
 live_run()

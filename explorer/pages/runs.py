@@ -3,6 +3,7 @@
 import plotly.express as px
 import streamlit as st
 
+from explorer.run_controls import running_runs_panel
 from tinytl.errors import TinyTLError
 from tinytl.train.store import RunStore
 from tinytl.train.tables import history_frame, run_label, runs_frame
@@ -10,7 +11,9 @@ from tinytl.train.tables import history_frame, run_label, runs_frame
 st.title("Runs")
 st.caption("Every fine-tune recorded in the run store (CLI and app alike). Memory is measured on one real "
            "training step; 'predicted (paper)' is the paper view's theory for the same setting, 'predicted "
-           "(realised)' the view of the engine that ran (pytorch view for stock PyTorch, engine view for tinytl).")
+           "(realised)' the view of the engine that ran (pytorch view for stock PyTorch, engine view for tinytl). "
+           "A run ends done, cancelled, failed (an error, with its message) or killed (its process ended without "
+           "recording an end: kill -9, out of memory, the machine stopped).")
 try:
     store = RunStore()
     st.caption(f"Store: `{store.path}`")
@@ -21,6 +24,25 @@ except TinyTLError as err:  # a damaged or unusable store file: say so, the rest
 if not runs:
     st.info("No runs yet: start one on the Fine-tune page or with `python -m tinytl finetune`.")
     st.stop()
+running_ids = [r["id"] for r in runs if r["status"] == "running"]
+
+
+@st.fragment(run_every=1.0 if running_ids else None)
+def running_now() -> None:
+    """The runs still running (any session, the CLI too), each with Cancel, refreshed every second."""
+    try:
+        now = store.running_runs()
+    except TinyTLError as err:
+        st.error(str(err))
+        return
+    if [r["id"] for r in now] != running_ids:
+        st.rerun()  # one started or ended: redraw the table and charts too
+    if now:
+        st.subheader("Running now")
+        running_runs_panel(store, now, "runs")
+
+
+running_now()
 
 table = runs_frame(runs)
 number, one_decimal = st.column_config.NumberColumn, "%.1f"

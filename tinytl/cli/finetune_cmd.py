@@ -8,6 +8,7 @@ import sys
 from tinytl.cli.common import print_json
 from tinytl.data import DATASETS
 from tinytl.models.layers import NORMS
+from tinytl.train.loop import StepMetrics
 from tinytl.train.recipe import ENGINES, FinetuneSettings
 from tinytl.validation import (arg, at_least, check_batch_size, check_frozen_bits, check_label_smoothing, check_lr,
                                check_seed, check_threads, train_resolution)
@@ -76,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare_run(settings)
     with tqdm(total=prepared.total_steps, file=sys.stderr, unit="step", desc=f"finetune {prepared.settings.policy}",
               leave=False) as bar:
-        def progress(step: int, total: int, loss: float) -> None:
-            bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        def progress(m: StepMetrics) -> None:
+            bar.update(m.step - bar.n)
+            bar.set_postfix(loss=f"{m.loss:.3f}", refresh=False)
 
         summary = execute_run(prepared, store, progress=progress)
     if args.json:

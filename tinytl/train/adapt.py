@@ -25,7 +25,7 @@ from tinytl.policies import trainable_names
 from tinytl.storage import load_file, save_file, to_float, to_half
 from tinytl.train.checkpoint import NO_WEIGHTS
 from tinytl.train.elastic import resize_batch, subnet_accuracies
-from tinytl.train.loop import TrainHooks, evaluate, train
+from tinytl.train.loop import StepMetrics, TrainHooks, evaluate, train
 from tinytl.validation import MAX_TRAIN_RESOLUTION, check_resolutions
 
 DEFAULT_ADAPTED = DEFAULT_CHECKPOINT.with_name("supernet_digits_fa.pt")
@@ -60,9 +60,9 @@ def adapt_supernet(supernet: ProxylessSuperNet, resolutions: Sequence[int], data
     rng = random.Random(seed)
     started, cpu_started = time.perf_counter(), time.process_time()
 
-    def after_step(step: int, total: int, loss: float) -> None:
-        if step % 50 == 0 or step == total:
-            log.info("adapt step %d/%d loss %.3f %.0fs", step, total, loss, time.perf_counter() - started)
+    def after_step(m: StepMetrics) -> None:
+        if m.step % 50 == 0 or m.step == m.total:
+            log.info("adapt step %d/%d loss %.3f %.0fs", m.step, m.total, m.loss, time.perf_counter() - started)
 
     hooks = TrainHooks(before_step=lambda step, model: model.set_active(sample_subnet(rng)),
                        prepare_batch=lambda step, x: resize_batch(x, rng.choice(draws)),

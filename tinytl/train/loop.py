@@ -32,14 +32,30 @@ class EpochMetrics:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class StepMetrics:
+    """One optimizer step: its number (from 1) of `total`, the batch's training loss and accuracy (0..1), the LR."""
+
+    step: int
+    total: int
+    loss: float
+    accuracy: float
+    lr: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class TrainHooks:
     """Callbacks: `before_step(step, model)` (e.g. sample a sub-net), `prepare_batch(step, x)` (e.g. resize it),
-    `after_step(step, total, loss)`, `after_epoch(metrics)`, `should_stop()` polled every step (cancel)."""
+    `after_step(metrics)`, `after_measure(memory)` once the first step's memory is measured, `after_epoch(metrics)`,
+    `should_stop()` polled every step (cancel)."""
 
     prepare_batch: Callable[[int, torch.Tensor], torch.Tensor] | None = None
     before_step: Callable[[int, nn.Module], None] | None = None
-    after_step: Callable[[int, int, float], None] | None = None
+    after_step: Callable[[StepMetrics], None] | None = None
+    after_measure: Callable[[StepMemory], None] | None = None
     after_epoch: Callable[[EpochMetrics], None] | None = None
     should_stop: Callable[[], bool] | None = None
 
@@ -121,16 +137,19 @@ def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, p
 
             if measure_memory and result.step_memory is None:
                 result.step_memory = measure_step(model, step)
+                if hooks.after_measure:
+                    hooks.after_measure(result.step_memory)
             else:
                 step()
             schedule.step()
             result.steps += 1
             epoch_steps += 1
-            loss_sum += outputs["loss"].item() * len(y)
-            correct += (outputs["logits"].argmax(1) == y).sum().item()
+            loss, right = outputs["loss"].item(), (outputs["logits"].argmax(1) == y).sum().item()
+            loss_sum += loss * len(y)
+            correct += right
             count += len(y)
             if hooks.after_step:
-                hooks.after_step(result.steps, total, outputs["loss"].item())
+                hooks.after_step(StepMetrics(result.steps, total, loss, right / len(y), lr_now))
         if result.cancelled or epoch_steps == 0:  # a cancelled partial epoch is not evaluated
             break
         test_loss, test_acc = evaluate(model, test_loader, device)

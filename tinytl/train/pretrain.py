@@ -15,7 +15,7 @@ from tinytl.errors import TinyTLError
 from tinytl.models import build_model
 from tinytl.storage import to_float
 from tinytl.train.checkpoint import SHIPPED, read_state_dict, save_compact
-from tinytl.train.loop import EpochMetrics, TrainHooks, train
+from tinytl.train.loop import EpochMetrics, StepMetrics, TrainHooks, train
 
 BACKBONE = "proxylessnas_mobile"
 log = logging.getLogger(__name__)
@@ -50,9 +50,9 @@ def pretrain(out: str | Path = SHIPPED[BACKBONE], epochs: int = 1, resolution: i
         stages = earlier.get("stages") or [earlier]
     started = time.time()
 
-    def after_step(step: int, total: int, loss: float) -> None:
-        if step % 10 == 0 or step == total:
-            log.info("step %d/%d loss %.3f %.0fs", step, total, loss, time.time() - started)
+    def after_step(m: StepMetrics) -> None:
+        if m.step % 10 == 0 or m.step == m.total:
+            log.info("step %d/%d loss %.3f %.0fs", m.step, m.total, m.loss, time.time() - started)
 
     def after_epoch(m: EpochMetrics) -> None:
         log.info("epoch %d: train loss %.3f acc %.3f | test acc %.3f | %.0fs", m.epoch, m.train_loss,

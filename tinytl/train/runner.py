@@ -18,13 +18,14 @@ from tinytl.memory import VIEWS, profile_memory
 from tinytl.policies import apply_policy
 from tinytl.train.adapt import adapted_subnet
 from tinytl.train.checkpoint import LoadReport, load_weights
-from tinytl.train.loop import EpochMetrics, TrainHooks, TrainResult, train
+from tinytl.train.loop import EpochMetrics, StepMetrics, TrainHooks, TrainResult, train
 from tinytl.train.recipe import FinetuneSettings, build_finetune_model, convert_for_engine, run_engine_mode
+from tinytl.train.step_memory import StepMemory
 from tinytl.train.store import RunStore
 
 HEARTBEAT_SECONDS = 0.5
 
-Progress = Callable[[int, int, float], None]
+Progress = Callable[[StepMetrics], None]
 
 
 @dataclass
@@ -85,23 +86,38 @@ def execute_run(run: PreparedRun, store: RunStore | None = None, run_id: int | N
     s = run.settings
     if store is not None and run_id is None:
         run_id = store.create_run(s.to_dict(), run.total_steps)
-    last_beat = [0.0]
+    last_beat, unsent = [0.0], []  # per-step rows go to the store with the next heartbeat (one transaction)
 
-    def after_step(step: int, total: int, loss: float) -> None:
-        if progress:
-            progress(step, total, loss)
-        if store is not None and (time.monotonic() - last_beat[0] > HEARTBEAT_SECONDS or step == total):
+    def flush() -> None:
+        if store is not None and unsent:
+            store.heartbeat(run_id, unsent[-1]["step"], unsent[-1]["total"], unsent)
             last_beat[0] = time.monotonic()
-            store.heartbeat(run_id, step, total)
+            unsent.clear()
+
+    def after_step(m: StepMetrics) -> None:
+        if progress:
+            progress(m)
+        if store is None:
+            return
+        unsent.append(m.to_dict())
+        if time.monotonic() - last_beat[0] > HEARTBEAT_SECONDS or m.step == m.total:
+            flush()
+
+    def after_measure(memory: StepMemory) -> None:  # shown while the run goes on, not only at its end
+        if store is not None:
+            store.set_fields(run_id, measured_peak_bytes=memory.peak_bytes,
+                             saved_activation_bytes=memory.saved_activation_bytes)
 
     def after_epoch(metrics: EpochMetrics) -> None:
         if store is not None:
+            flush()  # the epoch's last steps are on record before its metrics
             store.add_epoch(run_id, metrics.to_dict())
 
     def should_stop() -> bool:
         return store is not None and store.cancel_requested(run_id)
 
-    hooks = TrainHooks(after_step=after_step, after_epoch=after_epoch, should_stop=should_stop)
+    hooks = TrainHooks(after_step=after_step, after_measure=after_measure, after_epoch=after_epoch,
+                       should_stop=should_stop)
     lr = s.lr if s.lr is not None else run.data.spec.lr
     smoothing = s.label_smoothing if s.label_smoothing is not None else run.data.spec.label_smoothing
     try:
@@ -111,15 +127,18 @@ def execute_run(run: PreparedRun, store: RunStore | None = None, run_id: int | N
                        label_smoothing=smoothing, max_steps=s.max_steps, hooks=hooks)
     except KeyboardInterrupt:  # Ctrl-C: the user stopped it, as a cancel would; finished epochs stay recorded
         if store is not None:
+            flush()
             store.finish(run_id, "cancelled", error="interrupted (Ctrl-C)")
         raise
     except BaseException as err:
         if store is not None:
+            flush()
             message = str(err) if isinstance(err, TinyTLError) else traceback.format_exception_only(err)[-1].strip()
             store.finish(run_id, "failed", error=message)
         raise
     summary = summarize(run, result, run_id, lr, smoothing)
     if store is not None:
+        flush()
         store.finish(run_id, "cancelled" if result.cancelled else "done",
                      final_accuracy=summary["final_accuracy"], train_seconds=summary["train_seconds"],
                      measured_peak_bytes=summary["measured_peak_bytes"],

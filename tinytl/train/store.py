@@ -1,8 +1,9 @@
 """The run store: one SQLite file of fine-tune runs (settings, per-epoch metrics, memory, status).
 
 Every write is one transaction. A run is `running` until it ends `done`, `cancelled` (the loop saw the
-store's cancel flag) or `failed`; a run whose process died (pid gone, or no heartbeat for a while) is
-marked `failed` when the store is next read, so nothing stays half-written as `running`.
+store's cancel flag, or Ctrl-C) or `failed` (an error, recorded with its message); a run whose process died
+without recording an end (pid gone, or no heartbeat for a while: kill -9, out of memory, power) is marked
+`killed` when the store is next read, so nothing stays half-written as `running`.
 """
 
 from __future__ import annotations
@@ -19,25 +20,31 @@ from pathlib import Path
 from tinytl.errors import TinyTLError
 from tinytl.paths import user_data_dir
 
-STATUSES = ("running", "done", "cancelled", "failed")
+STATUSES = ("running", "done", "cancelled", "failed", "killed")
 STALE_SECONDS = 300.0
 RUN_COLUMNS = ("id", "created", "updated", "status", "settings", "pid", "host", "heartbeat", "step",
                "total_steps", "cancel_requested", "final_accuracy", "train_seconds", "measured_peak_bytes",
                "saved_activation_bytes", "predicted_memory_mb", "predicted", "error")
 EPOCH_COLUMNS = ("run_id", "epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds",
                  "lr", "steps")
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
+STEP_COLUMNS = ("run_id", "step", "loss", "accuracy", "lr")
+RUNS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, updated REAL NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'cancelled', 'failed')),
+    status TEXT NOT NULL CHECK (status IN ({statuses})),
     settings TEXT NOT NULL, pid INTEGER, host TEXT, heartbeat REAL, step INTEGER DEFAULT 0,
     total_steps INTEGER DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0, final_accuracy REAL,
     train_seconds REAL, measured_peak_bytes INTEGER, saved_activation_bytes INTEGER,
     predicted_memory_mb REAL, predicted TEXT, error TEXT);
+"""
+SCHEMA = RUNS_TABLE.format(name="runs", statuses=", ".join(f"'{s}'" for s in STATUSES)) + """
 CREATE TABLE IF NOT EXISTS epochs (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, epoch INTEGER NOT NULL,
     train_loss REAL, train_accuracy REAL, test_loss REAL, test_accuracy REAL, seconds REAL, lr REAL,
     steps INTEGER, PRIMARY KEY (run_id, epoch));
+CREATE TABLE IF NOT EXISTS steps (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, step INTEGER NOT NULL,
+    loss REAL, accuracy REAL, lr REAL, PRIMARY KEY (run_id, step));
 """
 
 
@@ -79,6 +86,21 @@ class RunStore:
                 raise TinyTLError(f"run store {self.path} is damaged ({detail}); move the file away and a new, "
                                   "empty store is made")
             db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a store made by an older version up to this schema: its `runs` table's status check lacks
+        `killed` (SQLite cannot alter a CHECK, so the table is copied into a new one, as SQLite's docs advise)."""
+        with self._tx() as db:
+            sql = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()[0]
+        if "'killed'" in sql:
+            return
+        with closing(sqlite3.connect(self.path, timeout=30)) as db:
+            db.execute("PRAGMA foreign_keys = OFF")  # else dropping the old table would delete every epoch
+            with db:
+                db.executescript(RUNS_TABLE.format(name="runs_new", statuses=", ".join(f"'{s}'" for s in STATUSES))
+                                 + "INSERT INTO runs_new SELECT * FROM runs; DROP TABLE runs;"
+                                 " ALTER TABLE runs_new RENAME TO runs;")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -108,12 +130,22 @@ class RunStore:
                               now, total_steps))
             return int(cur.lastrowid)
 
-    def heartbeat(self, run_id: int, step: int, total_steps: int) -> None:
-        """Progress and liveness of a running run."""
+    def heartbeat(self, run_id: int, step: int, total_steps: int, steps: list[dict] = ()) -> None:
+        """Progress and liveness of a running run, with the per-step metrics since the last beat (dicts of
+        STEP_COLUMNS less run_id), in one transaction."""
         now = time.time()
         with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO steps (run_id, step, loss, accuracy, lr) VALUES (?, ?, ?, ?, ?)",
+                           [(run_id, *(r[k] for k in STEP_COLUMNS[1:])) for r in steps])
             db.execute("UPDATE runs SET step = ?, total_steps = ?, heartbeat = ?, updated = ? "
                        "WHERE id = ? AND status = 'running'", (step, total_steps, now, now, run_id))
+
+    def get_steps(self, run_id: int) -> list[dict]:
+        """The per-step training metrics of one run, in step order (loss and accuracy of each batch)."""
+        with self._tx() as db:
+            rows = db.execute("SELECT step, loss, accuracy, lr FROM steps WHERE run_id = ? ORDER BY step",
+                              (run_id,)).fetchall()
+        return [dict(r) for r in rows]
 
     @staticmethod
     def _assignments(fields: dict) -> tuple[str, list]:
@@ -140,7 +172,7 @@ class RunStore:
 
     def finish(self, run_id: int, status: str, error: str | None = None, **fields) -> None:
         """End a run (done / cancelled / failed) with its final result columns, in one transaction."""
-        if status not in STATUSES[1:]:
+        if status not in ("done", "cancelled", "failed"):
             raise ValueError(f"a run ends done, cancelled or failed, not {status!r}")
         sql, values = self._assignments(fields)
         with self._tx() as db:
@@ -159,7 +191,7 @@ class RunStore:
         return bool(row and row[0])
 
     def mark_stale(self) -> int:
-        """Mark `failed` every running run whose process is gone or silent; returns how many."""
+        """Mark `killed` every running run whose process is gone or silent; returns how many."""
         now, host = time.time(), socket.gethostname()
         with self._tx() as db:
             rows = db.execute("SELECT id, pid, host, heartbeat FROM runs WHERE status = 'running'").fetchall()
@@ -167,8 +199,9 @@ class RunStore:
                     if (r["host"] == host and r["pid"] and not _pid_alive(r["pid"]))
                     or (r["heartbeat"] or 0) < now - STALE_SECONDS]
             for run_id in dead:
-                db.execute("UPDATE runs SET status = 'failed', error = 'the process running it ended without "
-                           "finishing (killed or crashed)', updated = ? WHERE id = ?", (now, run_id))
+                db.execute("UPDATE runs SET status = 'killed', error = 'the process running it ended without "
+                           "recording an end (killed, out of memory, or the machine stopped)', updated = ? "
+                           "WHERE id = ?", (now, run_id))
         return len(dead)
 
     def get_run(self, run_id: int) -> dict:
@@ -191,6 +224,13 @@ class RunStore:
         for e in epochs:
             by_run.setdefault(e["run_id"], []).append(e)
         return [self._decode(r, by_run.get(r["id"], [])) for r in rows]
+
+    def running_runs(self) -> list[dict]:
+        """Every run still running (dead ones marked killed first), newest first, without history."""
+        self.mark_stale()
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM runs WHERE status = 'running' ORDER BY id DESC").fetchall()
+        return [self._decode(r, []) for r in rows]
 
     def delete_runs(self, run_ids: list[int]) -> int:
         """Delete runs and their epochs; returns how many runs were removed."""
