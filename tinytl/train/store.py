@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS {name} (
     train_seconds REAL, measured_peak_bytes INTEGER, saved_activation_bytes INTEGER,
     predicted_memory_mb REAL, predicted TEXT, error TEXT);
 """
-SCHEMA = RUNS_TABLE.format(name="runs", statuses=", ".join(f"'{s}'" for s in STATUSES)) + """
+STATUS_CHECK = ", ".join(f"'{s}'" for s in STATUSES)
+SCHEMA = RUNS_TABLE.format(name="runs", statuses=STATUS_CHECK) + """
 CREATE TABLE IF NOT EXISTS epochs (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, epoch INTEGER NOT NULL,
     train_loss REAL, train_accuracy REAL, test_loss REAL, test_accuracy REAL, seconds REAL, lr REAL,
@@ -97,10 +98,9 @@ class RunStore:
             return
         with closing(sqlite3.connect(self.path, timeout=30)) as db:
             db.execute("PRAGMA foreign_keys = OFF")  # else dropping the old table would delete every epoch
-            with db:
-                db.executescript(RUNS_TABLE.format(name="runs_new", statuses=", ".join(f"'{s}'" for s in STATUSES))
-                                 + "INSERT INTO runs_new SELECT * FROM runs; DROP TABLE runs;"
-                                 " ALTER TABLE runs_new RENAME TO runs;")
+            db.executescript("BEGIN;" + RUNS_TABLE.format(name="runs_new", statuses=STATUS_CHECK)  # one transaction:
+                             + "INSERT INTO runs_new SELECT * FROM runs; DROP TABLE runs;"  # executescript itself
+                             " ALTER TABLE runs_new RENAME TO runs; COMMIT;")  # would run each statement alone
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
