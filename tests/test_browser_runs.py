@@ -87,7 +87,8 @@ def test_runs_are_visible_live_and_cancellable_from_any_session(browser, app_url
 
     other = new_tab(browser, app_url, RUNS)  # a new session, which never saw the run start
     other.locator(f".st-key-runs_cancel_{run_id} button").wait_for(timeout=RUN_DONE_MS)
-    assert f"#{run_id} lite+bias (shipped)" in other.locator("[data-testid=stMain]").inner_text()
+    # the progress label is its own element: it may be drawn a moment after the button
+    other.get_by_text(f"#{run_id} lite+bias (shipped)", exact=False).first.wait_for(timeout=RUN_DONE_MS)
     other.locator(f".st-key-runs_cancel_{run_id} button").click()
     ended = wait_for(lambda: (r := store.get_run(run_id))["status"] != "running" and r, what="the run ending")
     assert ended["status"] == "cancelled" and ended["cancel_requested"]

@@ -80,3 +80,18 @@ def test_help_lists_every_command_with_defaults(capsys):
     for name in commands:
         assert main([name, "--help"]) == 0
         assert "(default:" in capsys.readouterr().out, name
+
+
+def test_help_names_each_default_once():
+    """Every option with a value default says it exactly once in --help (not again where its text already does)."""
+    for name, sub in _subparsers().items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            if not action.help:
+                raise AssertionError(f"{name} {action.option_strings[0]} has no help text")
+            text = formatter._expand_help(action)
+            assert text.count("default") <= 1, (name, action.option_strings, text)
+            if action.default is not None and not isinstance(action.default, bool):
+                assert "default" in text, (name, action.option_strings, text)

@@ -17,12 +17,26 @@ COMMAND_MODULES = ("tinytl.cli.memory_cmd", "tinytl.cli.measure_cmd", "tinytl.cl
                    "tinytl.cli.evaluate_cmd")
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help names each flag's default once: not where the help text already says it, nor for an unset (None) or
+    boolean-switch default; lists are shown as typed (48,64,80,96)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is argparse.SUPPRESS
+                or isinstance(default, bool) or not action.option_strings):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
+        return f"{text} (default: {shown})" if text else f"default: {shown}"
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports bad input as one line on stderr and exit code 2 (no usage dump), and shows every
     flag's default in --help."""
 
     def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):

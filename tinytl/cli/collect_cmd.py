@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="fixes which sub-net and resolution each pair scores")
     p.add_argument("--adapted", default=None,
                    help="adapted super-net (default: the shipped supernet_digits_fa.pt)")
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("--dataset", default="digits", help="target dataset (the adaptation's)")
     p.add_argument("--val-images", type=arg(at_least("validation images", 1)), default=VALIDATION_IMAGES,
                    help="held-out validation slice of the train split each pair is scored on (as the adaptation)")
     p.add_argument("--threads", type=arg(check_threads), default=1, help="torch threads per process")

@@ -11,14 +11,14 @@ from tinytl.validation import arg, check_threads, train_resolution
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="test accuracy of a sub-net of the adapted super-net (inherited weights)",
                        description=__doc__)
-    p.add_argument("--backbone", choices=["supernet"], default="supernet")
+    p.add_argument("--backbone", choices=["supernet"], default="supernet", help="network to evaluate")
     p.add_argument("--subnet", default=None, metavar="JSON",
                    help='{"d": [5 depths], "e": [20 expand ratios], "ks": [20 kernels]} (default: the largest)')
-    p.add_argument("--resolution", type=arg(train_resolution), default=64)
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("--resolution", type=arg(train_resolution), default=64, help="input size in pixels")
+    p.add_argument("--dataset", default="digits", help="target dataset whose test split is scored")
     p.add_argument("--adapted", default=None,
                    help="adapted super-net (default: the shipped supernet_digits_fa.pt)")
-    p.add_argument("--threads", type=arg(check_threads), default=1)
+    p.add_argument("--threads", type=arg(check_threads), default=1, help="torch threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -28,10 +28,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=DEFAULTS.weights,
                    help="shipped (the repo's glyph-pretrained checkpoint), none, a state-dict file, "
                         "or a torchvision weight name found in the local torch cache")
-    p.add_argument("--epochs", type=arg(at_least("epochs", 1)), default=DEFAULTS.epochs)
+    p.add_argument("--epochs", type=arg(at_least("epochs", 1)), default=DEFAULTS.epochs,
+                   help="passes over the train split")
     p.add_argument("--resolution", type=arg(train_resolution), default=DEFAULTS.resolution,
                    help="training input size in pixels")
-    p.add_argument("--batch-size", type=arg(check_batch_size), default=DEFAULTS.batch_size)
+    p.add_argument("--batch-size", type=arg(check_batch_size), default=DEFAULTS.batch_size, help="training batch size")
     p.add_argument("--lr", type=arg(check_lr, float), default=None,
                    help="initial Adam learning rate (default: the dataset's)")
     p.add_argument("--label-smoothing", type=arg(check_label_smoothing, float), default=None,
@@ -42,9 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "tinytl-recompute: recompute")
     p.add_argument("--frozen-bits", type=arg(check_frozen_bits), default=None,
                    help="quantize frozen weights (needs --engine tinytl)")
-    p.add_argument("--no-lite-residual", dest="lite_residual", action="store_false")
-    p.add_argument("--norm", choices=NORMS, default=DEFAULTS.norm)
-    p.add_argument("--seed", type=arg(check_seed), default=DEFAULTS.seed)
+    p.add_argument("--no-lite-residual", dest="lite_residual", action="store_false",
+                   help="build the backbone without lite residual branches")
+    p.add_argument("--norm", choices=NORMS, default=DEFAULTS.norm,
+                   help="normalisation layers: gn (GroupNorm + weight standardization), bn, or bn-frozen")
+    p.add_argument("--seed", type=arg(check_seed), default=DEFAULTS.seed,
+                   help="data split, batch order and initialisation")
     p.add_argument("--max-steps", type=arg(at_least("max steps", 1)), default=None,
                    help="stop after this many optimisation steps")
     p.add_argument("--store", default=None, help="run store file (default: $TINYTL_HOME/runs.sqlite or the "

@@ -16,12 +16,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     p.add_argument("--out", default=None, help="checkpoint file to write (default: proxylessnas_mobile_glyphs.pt in "
                                                "the user data folder, $TINYTL_HOME or ~/.local/share/tinytl)")
-    p.add_argument("--epochs", type=arg(at_least("epochs", 1)), default=1)
-    p.add_argument("--resolution", type=arg(train_resolution), default=64)
-    p.add_argument("--batch-size", type=arg(check_batch_size), default=32)
-    p.add_argument("--lr", type=arg(check_lr, float), default=1e-3)
-    p.add_argument("--seed", type=arg(check_seed), default=0)
-    p.add_argument("--threads", type=arg(check_threads), default=1)
+    p.add_argument("--epochs", type=arg(at_least("epochs", 1)), default=1, help="passes over the rendered images")
+    p.add_argument("--resolution", type=arg(train_resolution), default=64, help="input size in pixels")
+    p.add_argument("--batch-size", type=arg(check_batch_size), default=32, help="training batch size")
+    p.add_argument("--lr", type=arg(check_lr, float), default=1e-3, help="Adam learning rate (cosine schedule)")
+    p.add_argument("--seed", type=arg(check_seed), default=0, help="renderings and batch order")
+    p.add_argument("--threads", type=arg(check_threads), default=1, help="torch threads")
     p.add_argument("--init", default=None, help="continue from this checkpoint (a later stage) instead of scratch")
     p.add_argument("--classes", type=arg(at_least("glyph classes", 2, MAX_GLYPH_CLASSES)), default=26,
                    help="source classes: letters (upper case, then lower case), past 52 procedural stroke figures")

@@ -21,9 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated resolutions to search (default: all the predictor knows)")
     p.add_argument("--frozen-bits", type=arg(check_frozen_bits), default=8, help="bits per frozen parameter (paper: 8)")
     p.add_argument("--predictor", default=None, help="predictor file (default: the shipped supernet_predictor.pt)")
-    p.add_argument("--population", type=arg(at_least("population", 4)), default=100)
-    p.add_argument("--iterations", type=arg(at_least("iterations", 1)), default=500)
-    p.add_argument("--seed", type=arg(check_seed), default=0)
+    p.add_argument("--population", type=arg(at_least("population", 4)), default=100,
+                   help="candidates kept per iteration")
+    p.add_argument("--iterations", type=arg(at_least("iterations", 1)), default=500, help="evolution iterations")
+    p.add_argument("--seed", type=arg(check_seed), default=0, help="the evolution's random choices")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

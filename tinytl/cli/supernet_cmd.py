@@ -34,7 +34,7 @@ def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolutions", type=arg_list(train_resolution), default=list(SEARCH_RESOLUTIONS),
                    help="search resolutions, one drawn per batch (one listed twice is drawn twice as "
                         "often)")
-    p.add_argument("--batch-size", type=arg(check_batch_size), default=16)
+    p.add_argument("--batch-size", type=arg(check_batch_size), default=16, help="images per step")
     p.add_argument("--lrs", type=arg_list(check_lr, float), default=list(PHASE_LRS),
                    help="Adam peak learning rate per phase "
                                                                            "(cosine within each)")
@@ -44,7 +44,7 @@ def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
                    help="training renderings per source class")
     p.add_argument("--seed", type=arg(check_seed), default=6,
                    help="renderings (test: seed + 1), order and sampled sub-nets")
-    p.add_argument("--threads", type=arg(check_threads), default=1)
+    p.add_argument("--threads", type=arg(check_threads), default=1, help="torch threads")
     p.set_defaults(func=run)
 
 
@@ -75,18 +75,18 @@ def add_adapt_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--supernet", default=None, help="super-net file (default: the shipped supernet.pt)")
     p.add_argument("--out", default=None, help="adaptation file to write (default: supernet_<dataset>_fa.pt in "
                                                "the user data folder)")
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--policy", choices=ADAPT_POLICIES, default="lite+bias")
+    p.add_argument("--dataset", default="digits", help="target dataset")
+    p.add_argument("--policy", choices=ADAPT_POLICIES, default="lite+bias", help="what the adaptation trains")
     p.add_argument("--resolutions", type=arg_list(train_resolution), default=list(SEARCH_RESOLUTIONS),
                    help="one drawn per step, with a random sub-net (one listed twice is drawn twice as often)")
-    p.add_argument("--epochs", type=arg(at_least("epochs", 1)), default=20)
-    p.add_argument("--batch-size", type=arg(check_batch_size), default=32)
+    p.add_argument("--epochs", type=arg(at_least("epochs", 1)), default=20, help="passes over the adaptation images")
+    p.add_argument("--batch-size", type=arg(check_batch_size), default=32, help="images per step")
     p.add_argument("--lr", type=arg(check_lr, float), default=None,
                    help="default: the dataset's fine-tune learning rate")
     p.add_argument("--val-images", type=arg(at_least("validation images", 1)), default=VALIDATION_IMAGES,
                    help="train-split images held out for the accuracy pairs")
     p.add_argument("--seed", type=arg(check_seed), default=0, help="sub-nets, resolutions and batch order")
-    p.add_argument("--threads", type=arg(check_threads), default=1)
+    p.add_argument("--threads", type=arg(check_threads), default=1, help="torch threads")
     p.set_defaults(func=run_adapt)
 
 
