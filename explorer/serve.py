@@ -23,15 +23,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class AppURL(str):
+    """The served app's URL, carrying the server's process id (to read its memory)."""
+
+    pid: int
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """A process's peak resident memory so far (Linux: VmHWM in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no VmHWM for process {pid}")
+
+
 @contextmanager
-def served_app(timeout_s: float = 60.0) -> Iterator[str]:
+def served_app(timeout_s: float = 60.0) -> Iterator[AppURL]:
     """Start `streamlit run app.py` on 127.0.0.1:FREEPORT, wait for /_stcore/health, yield its URL, stop it."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
          "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    url = AppURL(f"http://127.0.0.1:{port}")
+    url.pid = proc.pid
     try:
         deadline = time.monotonic() + timeout_s
         while True:

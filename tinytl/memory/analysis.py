@@ -11,7 +11,7 @@ from tinytl.memory.views import ACT_BYTES, LayerGrads, ViewContext, get_view
 from tinytl.memory.walk import ModelTrace, trace_backbone
 from tinytl.models.supernet import parse_subnet
 from tinytl.policies import Policy, classifier_name, policy_label, trainable_names
-from tinytl.validation import check_batch_size, check_classes, check_frozen_bits
+from tinytl.validation import check_batch_size, check_frozen_bits
 
 _GROUP = re.compile(r"^(.*?\.\d+)(?:\.|$)")
 
@@ -80,7 +80,6 @@ def profile_memory(backbone: str, policy: Policy = "lite+bias", resolution: int 
                    norm: str = "gn", view: str = "paper", subnet: object = None, **options) -> MemoryReport:
     """One call from settings to report (walks once per distinct model setting, then cached); defaults are the
     paper's setting (224 px, batch 8, a 102-class head, 8-bit frozen weights), as in the CLI and the app."""
-    check_classes(num_classes)
     if subnet is not None:
         if backbone != "supernet":
             raise TinyTLError(f"a subnet applies only to the 'supernet' backbone, not {backbone!r}")

@@ -17,7 +17,7 @@ from tinytl.models import build_model
 from tinytl.models.registry import BLOCK_TYPES
 from tinytl.models.torchvision_backbones import RESNET_BLOCKS, InvertedResidualV2, InvertedResidualV3
 from tinytl.policies import NORM_TYPES
-from tinytl.validation import check_resolution
+from tinytl.validation import check_classes, check_resolution
 
 
 
@@ -223,6 +223,7 @@ def trace_backbone(backbone: str, resolution: int = 224, num_classes: int = 1000
                    lite_residual: bool = True, norm: str = "gn", **options) -> ModelTrace:
     """Build a backbone on the meta device and walk it (shapes only)."""
     check_resolution(resolution)
+    check_classes(num_classes)
     model = build_model(backbone, num_classes, lite_residual=lite_residual, norm=norm, device="meta",
                         **options)
     return trace_model(model, resolution, backbone, num_classes, lite_residual, norm)
