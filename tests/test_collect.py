@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from tinytl.models.supernet import ProxylessSuperNet, save_supernet
+from tinytl.cli import main
+from tinytl.errors import TinyTLError
 from tinytl.search.collect import PairSpec, Protocol, ValidationSlices, measure_pair, pair_specs
-from tinytl.train.adapt import save_adapted
+from tinytl.train.adapt import load_adapted, save_adapted
 
 ARGS = ["--pairs", "4", "--resolutions", "32,40", "--val-images", "24", "--seed", "3"]
 
@@ -30,12 +32,25 @@ def test_a_pair_is_scored_with_inherited_weights_and_no_optimizer_step(tmp_path,
     monkeypatch.setattr(torch.optim.Optimizer, "step", lambda *a, **k: steps.append(1))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     spec = pair_specs(1, [32], seed=0)[0]
-    slices = ValidationSlices(Protocol(val_images=24))
+    slices = ValidationSlices(Protocol(val_images=24), net)
     pair = measure_pair(net, spec, slices)
     assert steps == [] and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
     assert pair["val_images"] == 24 and 0 <= pair["accuracy"] <= 1
     again = measure_pair(net, PairSpec(7, spec.subnet, spec.resolution), slices)
     assert again["accuracy"] == pair["accuracy"] and again["index"] == 7
+
+
+def test_a_target_the_supernet_was_not_adapted_on_is_refused_before_any_pair(tmp_path, capsys):
+    net, path = _adapted(tmp_path)
+    save_adapted(net, tmp_path / "fa_digits.pt", tmp_path / "supernet.pt", {"dataset": "digits", "seed": 0})
+    out = tmp_path / "pairs.json"
+    assert main(["collect", "--adapted", str(tmp_path / "fa_digits.pt"), "--dataset", "glyphs", *ARGS,
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "adapted on 'digits' (10 classes), not 'glyphs'" in err[0] and not out.exists()
+    slices = ValidationSlices(Protocol("glyphs", val_images=24), load_adapted(path))  # no dataset on record
+    with pytest.raises(TinyTLError, match="'glyphs' has 26 classes but the adapted super-net's head has 10"):
+        slices.loader(32)
 
 
 def test_pair_specs_are_fixed_by_seed():

@@ -73,3 +73,43 @@ def test_imagefolder(tmp_path):
     data = load_dataset("imagefolder", 32, str(tmp_path))
     assert data.classes == ["cat", "dog"] and len(data.train) == 2 and len(data.test) == 2
     assert data.test[0][0].shape == (3, 32, 32)
+
+
+def _image_folders(root, splits: dict[str, tuple[str, ...]]) -> None:
+    for split, classes in splits.items():
+        for cls in classes:
+            (root / split / cls).mkdir(parents=True)
+            Image.new("RGB", (20, 30), (10 * len(cls), 10, 10)).save(root / split / cls / "a.png")
+
+
+def test_imagefolder_test_split_with_a_class_train_lacks_is_refused_by_name(tmp_path):
+    _image_folders(tmp_path, {"train": ("cat", "dog"), "test": ("cat", "cow")})
+    with pytest.raises(TinyTLError, match=r"1 class\(es\) that .*train lacks: cow"):
+        load_dataset("imagefolder", 32, str(tmp_path))
+
+
+def test_imagefolder_test_labels_follow_the_train_numbering(tmp_path):
+    _image_folders(tmp_path, {"train": ("ant", "bee", "cat"), "test": ("bee", "cat")})  # test alone: bee=0, cat=1
+    data = load_dataset("imagefolder", 32, str(tmp_path))
+    assert [data.classes[label] for _, label in data.test.samples] == ["bee", "cat"]
+    assert [data.test[i][1] for i in range(2)] == [1, 2]
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40])
+def test_imagefolder_corrupt_image_is_named_before_training(tmp_path, content):
+    _image_folders(tmp_path, {"train": ("cat", "dog"), "test": ("cat", "dog")})
+    bad = tmp_path / "train" / "dog" / "b.png"
+    bad.write_bytes(content)
+    with pytest.raises(TinyTLError, match=f"image {bad} cannot be read"):
+        load_dataset("imagefolder", 32, str(tmp_path))
+
+
+def test_imagefolder_image_damaged_past_its_header_is_named_when_read(tmp_path):
+    _image_folders(tmp_path, {"train": ("cat", "dog"), "test": ("cat", "dog")})
+    bad = tmp_path / "train" / "dog" / "b.jpg"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(bad, quality=95)
+    bad.write_bytes(bad.read_bytes()[:-50])  # headers intact (verify passes), the end of the pixel data cut off
+    data = load_dataset("imagefolder", 32, str(tmp_path))
+    index = [path for path, _ in data.train.samples].index(str(bad))
+    with pytest.raises(TinyTLError, match=f"image {bad} cannot be read"):
+        data.train[index]

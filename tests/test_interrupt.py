@@ -1,5 +1,5 @@
-"""Ctrl-C on a fine-tune: the run is recorded cancelled with its finished epochs, the command exits 130 with one
-line and no traceback."""
+"""Ctrl-C or SIGTERM on a fine-tune: the run is recorded cancelled with its finished epochs, the command exits 130
+(143 for SIGTERM) with one line and no traceback."""
 
 import os
 import signal
@@ -13,7 +13,10 @@ from tinytl.train.store import RunStore
 
 
 @pytest.mark.slow
-def test_sigint_on_finetune_records_cancelled_and_exits_130(tmp_path):
+@pytest.mark.parametrize(("sig", "code", "line", "error"), [
+    (signal.SIGINT, 130, "interrupted", "interrupted (Ctrl-C)"),
+    (signal.SIGTERM, 143, "terminated", "terminated (SIGTERM)")])
+def test_signal_on_finetune_records_cancelled_and_exits(tmp_path, sig, code, line, error):
     store_path = tmp_path / "runs.sqlite"
     proc = subprocess.Popen([sys.executable, "-m", "tinytl", "finetune", "--epochs", "50", "--resolution", "32",
                              "--threads", "1", "--store", str(store_path)], stdout=subprocess.PIPE,
@@ -21,12 +24,12 @@ def test_sigint_on_finetune_records_cancelled_and_exits_130(tmp_path):
                             # a background job of a non-interactive shell inherits SIGINT ignored: undo that
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        _interrupt_after_first_epoch(proc, store_path)
+        _signal_after_first_epoch(proc, store_path, sig, code, line, error)
     finally:
         proc.kill()
 
 
-def _interrupt_after_first_epoch(proc: subprocess.Popen, store_path) -> None:
+def _signal_after_first_epoch(proc: subprocess.Popen, store_path, sig: int, code: int, line: str, error: str) -> None:
     deadline = time.monotonic() + 300
     epochs = []
     while time.monotonic() < deadline and proc.poll() is None:
@@ -37,9 +40,9 @@ def _interrupt_after_first_epoch(proc: subprocess.Popen, store_path) -> None:
             if epochs:
                 break
     assert epochs, "no epoch finished in time"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert "Traceback" not in err and err.replace("\r", "\n").strip().splitlines()[-1] == "interrupted"
+    assert proc.returncode == code
+    assert "Traceback" not in err and err.replace("\r", "\n").strip().splitlines()[-1] == line
     run = RunStore(store_path).list_runs()[0]
-    assert run["status"] == "cancelled" and len(run["history"]) >= len(epochs)
+    assert run["status"] == "cancelled" and run["error"] == error and len(run["history"]) >= len(epochs)

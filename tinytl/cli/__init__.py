@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
-from tinytl.errors import TinyTLError
+from tinytl.errors import Terminated, TinyTLError
 
 # Each module defines add_parser(subparsers) and sets the subcommand's `func(args) -> int`.
 COMMAND_MODULES = ("tinytl.cli.memory_cmd", "tinytl.cli.measure_cmd", "tinytl.cli.finetune_cmd",
@@ -53,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (2 for bad input, found by argparse or by the library)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # progress of long commands
@@ -60,14 +66,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # argparse already printed the one line (or the help)
         return int(done.code or 0)
+    in_main = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         return args.func(args)
     except TinyTLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Terminated:  # the shell's status for a SIGTERM death, after the run store was told
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's interrupted status (a run is recorded cancelled)
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head`: not an error of ours
         sys.stderr.close()
         return 0
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)

@@ -71,12 +71,47 @@ def _torchvision_pair(name: str, root: str, train_tf: Callable, test_tf: Callabl
             cls(root, **{key: test_value}, transform=test_tf, download=False))
 
 
+def _readable_image(path: str):
+    """torchvision's image loader, with a file that cannot be decoded named in one line (not a traceback)."""
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: unidentified, truncated or malformed files
+        raise TinyTLError(f"image {path} cannot be read: {err}") from None
+
+
+def _check_images(folder: Dataset) -> None:
+    """Open every image's header before training (no pixels decoded, a fraction of a millisecond each)."""
+    from PIL import Image
+
+    for path, _ in folder.samples:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (OSError, SyntaxError, ValueError) as err:
+            raise TinyTLError(f"image {path} cannot be read: {err}") from None
+
+
 def _imagefolder_pair(root: str, train_tf: Callable, test_tf: Callable) -> tuple[Dataset, Dataset]:
+    """train/ and test/ (or val/) class folders; test labels follow train's class indices, checked first."""
     from torchvision.datasets import ImageFolder
 
     base = Path(root)
     test_dir = next((base / d for d in ("test", "val") if (base / d).is_dir()), base / "test")
-    return ImageFolder(str(base / "train"), transform=train_tf), ImageFolder(str(test_dir), transform=test_tf)
+    train = ImageFolder(str(base / "train"), transform=train_tf, loader=_readable_image)
+    test = ImageFolder(str(test_dir), transform=test_tf, loader=_readable_image)
+    unknown = sorted(set(test.classes) - set(train.classes))
+    if unknown:
+        raise TinyTLError(f"{test_dir} has {len(unknown)} class(es) that {base / 'train'} lacks: "
+                          f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+    if test.classes != train.classes:  # ImageFolder numbers each split's folders on its own: use train's numbers
+        test.samples = [(path, train.class_to_idx[test.classes[label]]) for path, label in test.samples]
+        test.targets = [label for _, label in test.samples]
+        test.imgs, test.classes, test.class_to_idx = test.samples, train.classes, train.class_to_idx
+    for split in (train, test):
+        _check_images(split)
+    return train, test
 
 
 def _classes(dataset: Dataset) -> list[str]:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from tinytl.data import load_dataset
 from tinytl.models.supernet import ProxylessSuperNet, SubnetConfig, sample_subnet
 from tinytl.search.space import check_resolutions
-from tinytl.train.adapt import VALIDATION_IMAGES, validation_split
+from tinytl.train.adapt import VALIDATION_IMAGES, check_target, validation_split
 from tinytl.train.loop import evaluate
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,15 @@ def pair_specs(count: int, resolutions: Sequence[int], seed: int = 0) -> list[Pa
 class ValidationSlices:
     """The validation slice at each resolution, under the test-time transform, built once and reused."""
 
-    def __init__(self, protocol: Protocol) -> None:
+    def __init__(self, protocol: Protocol, supernet: ProxylessSuperNet) -> None:
         self.protocol = protocol
+        self.supernet = supernet
         self._loaders: dict[int, DataLoader] = {}
 
     def loader(self, resolution: int) -> DataLoader:
         if resolution not in self._loaders:
             data = load_dataset(self.protocol.dataset, resolution, seed=self.protocol.split_seed)
+            check_target(self.supernet, self.protocol.dataset, data.num_classes)
             _, val = validation_split(len(data.train), self.protocol.val_images, self.protocol.split_seed)
             images = Subset(data.train.with_transform(data.test.transform), val)
             x, y = next(iter(DataLoader(images, len(images))))
@@ -95,9 +97,10 @@ def init_distributed() -> tuple[int, int]:
 
 def collect_pairs(supernet: ProxylessSuperNet, specs: Sequence[PairSpec], protocol: Protocol) -> list[dict]:
     """Measure this rank's share of the specs; every rank returns all pairs in index order."""
+    check_target(supernet, protocol.dataset)
     rank, world = init_distributed()
     mine = [s for s in specs if s.index % world == rank]
-    slices = ValidationSlices(protocol)
+    slices = ValidationSlices(protocol, supernet)
     results = []
     started = time.time()
     for k, spec in enumerate(mine, 1):

@@ -156,10 +156,25 @@ def adaptation_seed(supernet: ProxylessSuperNet) -> int:
     return int(getattr(supernet, "provenance", {}).get("adaptation", {}).get("seed", 0))
 
 
+def check_target(supernet: ProxylessSuperNet, dataset: str, num_classes: int | None = None) -> None:
+    """Refuse, before any work, a target the super-net was not adapted on: its head has the adaptation's classes
+    (else scoring stops part-way with "Target 12 is out of bounds")."""
+    head = supernet.classifier[1].out_features
+    adapted_on = getattr(supernet, "provenance", {}).get("adaptation", {}).get("dataset")
+    if adapted_on is not None and adapted_on != dataset:
+        raise TinyTLError(f"this super-net was adapted on {adapted_on!r} ({head} classes), not {dataset!r}: run "
+                          f"`python -m tinytl adapt --dataset {dataset}` and pass its file")
+    if num_classes is not None and num_classes != head:
+        raise TinyTLError(f"dataset {dataset!r} has {num_classes} classes but the adapted super-net's head has "
+                          f"{head}: adapt the super-net on {dataset!r} first")
+
+
 def subnet_test_accuracy(supernet: ProxylessSuperNet, config: SubnetConfig, resolution: int,
                          dataset: str = "digits") -> dict:
     """Held-out test accuracy of one sub-net with inherited weights (no training), on the adaptation's split."""
+    check_target(supernet, dataset)
     data = load_dataset(dataset, resolution, seed=adaptation_seed(supernet))
+    check_target(supernet, dataset, data.num_classes)
     supernet.set_active(config)
     loss, accuracy = evaluate(supernet, DataLoader(data.test, 250))
     return {"accuracy": accuracy, "loss": loss, "test_images": len(data.test), "resolution": resolution,

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tinytl.data import DataBundle, load_dataset
-from tinytl.errors import TinyTLError
+from tinytl.errors import Terminated, TinyTLError
 from tinytl.memory import VIEWS, profile_memory
 from tinytl.policies import apply_policy
 from tinytl.train.adapt import adapted_subnet
@@ -125,10 +125,11 @@ def execute_run(run: PreparedRun, store: RunStore | None = None, run_id: int | N
             store.set_fields(run_id, predicted_memory_mb=run.predicted["paper"], predicted=run.predicted)
         result = train(run.model, run.train_loader, run.test_loader, s.policy, epochs=s.epochs, lr=lr,
                        label_smoothing=smoothing, max_steps=s.max_steps, hooks=hooks)
-    except KeyboardInterrupt:  # Ctrl-C: the user stopped it, as a cancel would; finished epochs stay recorded
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: stopped as a cancel would; finished epochs stay recorded
         if store is not None:
             flush()
-            store.finish(run_id, "cancelled", error="interrupted (Ctrl-C)")
+            store.finish(run_id, "cancelled", error="terminated (SIGTERM)" if isinstance(err, Terminated)
+                         else "interrupted (Ctrl-C)")
         raise
     except BaseException as err:
         if store is not None:
