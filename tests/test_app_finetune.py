@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.run_controls import cancel_key
+from tinytl.paths import app_path_roots
 from tinytl.train.store import RunStore
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -95,17 +96,43 @@ def test_a_run_started_elsewhere_is_shown_and_cancellable(store, page):
 
 
 @pytest.mark.parametrize("widgets,needle", [
-    ({"ft_dataset": "flowers102", "ft_data_root": "/nonexistent/data"}, "not a folder"),
-    ({"ft_weights": "file", "ft_weights_path": "CORRUPT"}, "cannot read checkpoint"),
+    ({"ft_dataset": "flowers102", "ft_data_root": "HOME/nonexistent"}, "not a folder"),
+    ({"ft_weights": "file", "ft_weights_path": "HOME/bad.pt"}, "cannot read checkpoint"),
 ])
 def test_finetune_page_errors(store, tmp_path, widgets, needle):
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"garbage" * 50)
-    widgets = {k: (str(bad) if v == "CORRUPT" else v) for k, v in widgets.items()}
+    (tmp_path / "home" / "bad.pt").write_bytes(b"garbage" * 50)
+    widgets = {k: v.replace("HOME", str(tmp_path / "home")) for k, v in widgets.items()}
     at = start(open_page(FINETUNE), **widgets)
     assert not at.exception
     assert any(needle in e.value for e in at.error)
     assert store.list_runs() == []
+
+
+@pytest.mark.parametrize("widgets", [
+    {"ft_dataset": "flowers102", "ft_data_root": "/etc"},  # exists
+    {"ft_dataset": "flowers102", "ft_data_root": "/nonexistent/data"},
+    {"ft_weights": "file", "ft_weights_path": "/etc/passwd"},  # exists, not a checkpoint
+    {"ft_weights": "file", "ft_weights_path": "/nonexistent/x.pt"},
+    {"ft_weights": "file", "ft_weights_path": "HOME/../outside.pt"},  # climbs out of an allowed folder
+    {"ft_weights": "file", "ft_weights_path": "HOME/link.pt"},  # a link inside pointing outside
+])
+def test_finetune_page_opens_typed_paths_only_in_the_data_folders(store, tmp_path, widgets):
+    (tmp_path / "outside.pt").write_bytes(b"garbage")
+    (tmp_path / "home" / "link.pt").symlink_to(tmp_path / "outside.pt")
+    widgets = {k: v.replace("HOME", str(tmp_path / "home")) for k, v in widgets.items()}
+    at = start(open_page(FINETUNE), **widgets)
+    what = "data root" if "ft_data_root" in widgets else "weights file"
+    assert not at.exception and [e.value for e in at.error] == [
+        f"the app opens a {what} only from {' or '.join(map(str, app_path_roots()))} (set TINYTL_APP_PATHS to "
+        "allow more folders)"]
+    assert store.list_runs() == []
+
+
+def test_a_folder_listed_in_the_setting_is_opened(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYTL_APP_PATHS", str(tmp_path / "datasets"))
+    (tmp_path / "datasets").mkdir()
+    at = start(open_page(FINETUNE), ft_dataset="flowers102", ft_data_root=str(tmp_path / "datasets"))
+    assert not at.exception and any("not found: expected" in e.value for e in at.error)
 
 
 def _recorded_run(store: RunStore, policy: str, acc: float, peak: int) -> int:

@@ -9,6 +9,7 @@ from plotly.subplots import make_subplots
 from explorer.run_controls import running_runs_panel
 from tinytl.data import DATASETS
 from tinytl.errors import TinyTLError
+from tinytl.paths import APP_PATHS_ENV, app_path_roots, check_app_path
 from tinytl.policies import PAPER_NAMES, POLICIES
 from tinytl.train.recipe import ENGINES, FinetuneSettings, realised_view
 from tinytl.train.runner import prepare_run, start_background
@@ -57,11 +58,13 @@ with st.form("ft_form", enter_to_submit=False):  # Enter in a field does not sta
     policy = left.selectbox("Policy", POLICIES, index=POLICIES.index(DEFAULTS.policy), key="ft_policy",
                             format_func=lambda p: f"{p} ({PAPER_NAMES[p]})")
     dataset = left.selectbox("Dataset", list(DATASETS), key="ft_dataset")
-    data_root = left.text_input("Data root (local datasets only)", key="ft_data_root")
+    where = (f"Opened only under {' or '.join(map(str, app_path_roots()))}; the environment variable "
+             f"{APP_PATHS_ENV} adds folders")
+    data_root = left.text_input("Data root (local datasets only)", key="ft_data_root", help=where)
     weights = mid.selectbox("Weights", WEIGHTS, key="ft_weights",
                             format_func={"shipped": "shipped glyph checkpoint", "none": "random init",
                                          "file": "state-dict file / torchvision name"}.get)
-    weights_path = mid.text_input("Weights file or torchvision weight name", key="ft_weights_path")
+    weights_path = mid.text_input("Weights file or torchvision weight name", key="ft_weights_path", help=where)
     engine = mid.selectbox("Engine", ENGINES, index=ENGINES.index(DEFAULTS.engine), key="ft_engine",
                            format_func=ENGINE_LABELS.get)
     epochs = right.number_input("Epochs", 1, 200, DEFAULTS.epochs, key="ft_epochs")
@@ -76,6 +79,10 @@ if started:
     try:
         if weights == "file" and not weights_path:
             raise TinyTLError("choose a weights file (or a torchvision weight name), or pick another weights option")
+        if weights == "file":
+            check_app_path(weights_path, "weights file", weight_names=True)
+        if data_root:
+            check_app_path(data_root, "data root")
         if store is None:
             raise TinyTLError(f"no run can be recorded: {store_error}")
         with st.spinner("Loading data and weights…"):
