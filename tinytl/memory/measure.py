@@ -26,6 +26,7 @@ from tinytl.errors import TinyTLError
 from tinytl.engine import checkpoint_blocks, convert_model
 from tinytl.engine.functional import is_recomputing
 from tinytl.memory.analysis import analyze, cached_trace
+from tinytl.memory.host import check_fits_host
 from tinytl.memory.views import VIEWS
 from tinytl.memory.walk import leaf_modules
 from tinytl.models import build_model
@@ -279,6 +280,9 @@ def compare_engines(backbone: str, policy: Policy, resolution: int = 224, batch_
     dev = check_device(device)
     trace = cached_trace(backbone, resolution, num_classes, lite_residual, norm, **model_options)
     predicted_stock = analyze(trace, policy, batch_size, view="pytorch", device=dev.type)
+    copies = 1 + checkpoint + len(engine_modes)  # every contender's model lives at once; their steps run in turn
+    check_fits_host(predicted_stock.total_bytes + (copies - 1) * predicted_stock.param_bytes, "this measurement",
+                    dev.type)
     torch.manual_seed(seed)
     base = build_model(backbone, num_classes, lite_residual=lite_residual, norm=norm, **model_options)
     gen = torch.Generator().manual_seed(seed)

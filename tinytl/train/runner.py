@@ -15,11 +15,14 @@ from torch.utils.data import DataLoader
 from tinytl.data import DataBundle, load_dataset
 from tinytl.errors import Terminated, TinyTLError
 from tinytl.memory import VIEWS, profile_memory
+from tinytl.memory.host import check_fits_host
+from tinytl.memory.report import MB
 from tinytl.policies import apply_policy
 from tinytl.train.adapt import adapted_subnet
 from tinytl.train.checkpoint import LoadReport, load_weights
 from tinytl.train.loop import EpochMetrics, StepMetrics, TrainHooks, TrainResult, train
-from tinytl.train.recipe import FinetuneSettings, build_finetune_model, convert_for_engine, run_engine_mode
+from tinytl.train.recipe import (FinetuneSettings, build_finetune_model, convert_for_engine, realised_view,
+                                 run_engine_mode)
 from tinytl.train.step_memory import StepMemory
 from tinytl.train.store import RunStore
 
@@ -62,6 +65,8 @@ def prepare_run(settings: FinetuneSettings) -> PreparedRun:
     settings = settings.validate()
     torch.manual_seed(settings.seed)
     data = load_dataset(settings.dataset, settings.resolution, settings.data_root, settings.seed)
+    predicted = predicted_memory(settings, data.num_classes)
+    check_fits_host(predicted.get(realised_view(settings.engine), predicted["pytorch"]) * MB, "this fine-tune")
     if settings.subnet is not None:
         model, source = adapted_subnet(settings.subnet, settings.weights, settings.dataset, data.num_classes,
                                        settings.norm, settings.lite_residual)
@@ -76,8 +81,7 @@ def prepare_run(settings: FinetuneSettings) -> PreparedRun:
     train_loader = DataLoader(data.train, settings.batch_size, shuffle=True, generator=generator,
                               drop_last=drop_last)
     test_loader = DataLoader(data.test, max(64, settings.batch_size))
-    return PreparedRun(settings, data, model, report, train_loader, test_loader,
-                       predicted_memory(settings, data.num_classes))
+    return PreparedRun(settings, data, model, report, train_loader, test_loader, predicted)
 
 
 def execute_run(run: PreparedRun, store: RunStore | None = None, run_id: int | None = None,
