@@ -183,7 +183,7 @@ def test_memory_url_reproduces_settings():
     ({"res": "0"}, "resolution must be an integer >= 32, got 0"),
     ({"batch": "0"}, "batch size must be an integer >= 1, got 0"),
     ({"bits": "40"}, "frozen bits must be an integer in 1..32"),
-    ({"classes": "0"}, "classes must be >= 1"),
+    ({"classes": "0"}, "classes must be an integer in 1..100000, got 0"),
     ({"lite": "0", "policy": "lite"}, "needs lite residual branches"),
 ])
 def test_memory_bad_settings_show_the_reason_and_recover(query, reason):

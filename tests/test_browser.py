@@ -83,17 +83,12 @@ def test_bad_url_shows_the_reason_not_a_traceback(page, app_url):
     assert page.locator("[data-testid=stSidebar] [data-testid=stNumberInput]").count() >= 4  # sidebar usable
 
 
-def test_huge_url_settings_answered_without_exhausting_the_server():
+def test_huge_url_settings_answered_without_exhausting_the_server(page):
     """Issue 15: a URL asking for 10^7 classes is refused with a message; the largest allowed one (10^5 classes on
     RegNet) is analysed without real weights; the server's peak resident
     memory stays under 1.5 GB throughout (its own server: the peak covers its whole life)."""
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with served_app() as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+    with served_app() as url:
+        tab = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})  # one Playwright per module
         tab.goto(f"{url}/?backbone=regnet_y_400mf&policy=bias&classes=10000000")
         tab.wait_for_function("() => [...document.querySelectorAll('[data-testid=stAlert]')]"
                               ".some(a => a.innerText.includes('classes must be an integer'))", timeout=RUN_DONE_MS)
@@ -104,5 +99,5 @@ def test_huge_url_settings_answered_without_exhausting_the_server():
         assert_no_exception(tab)
         expected = profile_memory("regnet_y_400mf", "bias", 224, 8, 100_000)
         assert headline(tab) == f"{expected.total_mb:.2f} MB"
-        browser.close()
+        tab.close()
         assert peak_rss_bytes(url.pid) < 1.5e9
