@@ -19,7 +19,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from tinytl.paths import shipped_asset
+from tinytl.paths import APP_PATHS_ENV, shipped_asset
 from tinytl.train.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,11 +273,22 @@ PREDICTORS = [
 @pytest.mark.parametrize("make, needle", PREDICTORS)
 def test_pareto_page_with_damaged_predictor(tmp_path, monkeypatch, make, needle):
     monkeypatch.setenv("TINYTL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(APP_PATHS_ENV, str(tmp_path))
     path = make(tmp_path)
     at = AppTest.from_file(PARETO, default_timeout=120).run()
     at.text_input(key="pareto_predictor").set_value(str(path)).run()
     assert not at.exception
     assert len(at.error) == 1 and needle in at.error[0].value and str(path) in at.error[0].value
+
+
+def test_pareto_page_opens_a_predictor_only_under_the_app_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYTL_HOME", str(tmp_path / "home"))
+    outside = altered("supernet_predictor.pt", tmp_path)  # a good predictor, but outside the allowed folders
+    at = AppTest.from_file(PARETO, default_timeout=120).run()
+    at.text_input(key="pareto_predictor").set_value(str(outside)).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "the app opens a predictor file only from" in at.error[0].value
+    assert str(outside) not in at.error[0].value and not at.get("plotly_chart")
 
 
 def test_pareto_page_with_damaged_store_still_draws(tmp_path, monkeypatch):

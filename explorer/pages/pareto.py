@@ -9,6 +9,7 @@ import streamlit as st
 from explorer import charts, frames
 from tinytl.devices import DEVICES
 from tinytl.errors import TinyTLError
+from tinytl.paths import check_app_path
 from tinytl.memory import profile_memory
 from tinytl.models.supernet import parse_subnet
 from tinytl.policies import PAPER_NAMES, POLICIES
@@ -101,7 +102,7 @@ st.title("Pareto: accuracy vs training memory")
 predictor_path = st.text_input("Accuracy predictor file (empty: the shipped one)", key="pareto_predictor",
                                help="made by `python -m tinytl collect --train-predictor PATH`")
 try:
-    model = predictor(predictor_path)
+    model = predictor(check_app_path(predictor_path, "predictor file") if predictor_path else "")
 except TinyTLError as err:
     st.error(str(err))
     st.stop()
