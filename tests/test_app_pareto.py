@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tinytl.paths import APP_PATHS_ENV
 from tinytl.search.predictor import save_predictor, train_predictor
 
 from tests.test_predictor import synthetic_pairs
@@ -28,6 +29,7 @@ def _figure(at, key="pareto_chart"):
 
 def test_pareto_page_search_and_inspect(predictor_file, tmp_path, monkeypatch):
     monkeypatch.setenv("TINYTL_HOME", str(tmp_path))
+    monkeypatch.setenv(APP_PATHS_ENV, str(Path(predictor_file).parent))
     at = AppTest.from_file(str(PAGE), default_timeout=120)
     at.run()
     at.text_input(key="pareto_predictor").set_value(predictor_file).run()
