@@ -110,9 +110,10 @@ def sweep_lines(table: pd.DataFrame, x: str, title: str, reported: dict[str, dic
 
 
 def kept_bytes_chart(table: pd.DataFrame) -> go.Figure:
-    """Bytes kept for backward by one layer: per tensor, what the gradient formulas need vs stock autograd."""
+    """Bytes one layer keeps for backward, per tensor: paper rule, what the exact formulas need, stock autograd."""
     fig = go.Figure()
-    for column, color in (("needed MB", "#54A24B"), ("PyTorch keeps MB", "#E45756")):
+    for column, color in (("paper rule MB", "#4C78A8"), ("formulas need MB", "#54A24B"),
+                          ("PyTorch keeps MB", "#E45756")):
         fig.add_bar(x=table["tensor"], y=table[column], name=column.replace(" MB", ""), marker_color=color,
                     text=table[column].map(lambda v: f"{v:.2f}"), textposition="outside",
                     hovertemplate="%{x}: %{y:.3f} MB<extra>" + column.replace(" MB", "") + "</extra>")

@@ -11,12 +11,11 @@ from streamlit.testing.v1 import AppTest
 from explorer.compute import variants
 from explorer.paper_values import TABLE2_MB
 from tinytl.devices import DEVICES, check_budget, custom_device
-from tinytl.memory import VIEWS, analyze, cached_trace, get_view
-from tinytl.memory.views import ACT_BYTES, LayerGrads, ViewContext
+from tinytl.memory import VIEWS, analyze, cached_trace
 from tinytl.policies import POLICIES
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-MEMORY, COMPARE, WHY = "explorer/pages/memory.py", "explorer/pages/compare.py", "explorer/pages/why_bias.py"
+MEMORY, COMPARE = "explorer/pages/memory.py", "explorer/pages/compare.py"
 
 
 def open_app(page: str = MEMORY, **query: str) -> AppTest:
@@ -248,50 +247,3 @@ def test_compare_bad_resolution_shows_error():
     at = open_app(COMPARE, res="0")
     assert not at.exception
     assert any("resolution must be an integer >= 32" in e.value for e in at.error)
-
-
-# --- Why page ---
-
-def test_why_layer_lesson_numbers():
-    at = open_app(WHY)
-    assert_clean(at)
-    trace = cached_trace("proxylessnas_mobile", 224, 102, True, "gn")
-    layer = next(r for r in trace.layers if r.name == "blocks.1.conv.expand.conv")
-    x_mb = ACT_BYTES * layer.input_numel * 8 / 1e6
-    values = {m.label: m.value for m in at.metric}
-    assert values["the formulas need (paper rule)"] == "0.00 MB"  # bias and x only: x need not be kept
-    assert values["stock PyTorch autograd keeps (measured)"] == f"{x_mb:.2f} MB"  # conv keeps x anyway
-    at.toggle(key="why_w").set_value(True).run()
-    rule = get_view("paper").cost(layer, LayerGrads(True, True, True), ViewContext(True, "gn"))
-    assert rule.stored * 8 / 1e6 == pytest.approx(x_mb)
-    assert {m.label: m.value for m in at.metric}["the formulas need (paper rule)"] == f"{x_mb:.2f} MB"
-    for key in ("why_w", "why_b", "why_x"):
-        at.toggle(key=key).set_value(False)
-    at.run()
-    assert {m.label: m.value for m in at.metric}["stock PyTorch autograd keeps (measured)"] == "0.00 MB"
-    kept = figures(at)["layer_kept_chart"]
-    assert trace_named(kept, "PyTorch keeps")["y"] == [0, 0, 0]
-
-
-def test_why_linear_layer_with_bias_only_keeps_no_input():
-    at = open_app(WHY)
-    at.selectbox(key="why_layer").set_value("classifier.1").run()
-    at.toggle(key="why_x").set_value(False).run()
-    assert_clean(at)
-    assert {m.label: m.value for m in at.metric}["stock PyTorch autograd keeps (measured)"] == "0.00 MB"
-
-
-def test_why_network_split_equals_library():
-    at = open_app(WHY)
-    fig = figures(at)["network_split_chart"]
-    acts = trace_named(fig, "activations")
-    assert acts["x"] == list(POLICIES)
-    assert acts["y"] == pytest.approx([report(p).activation_mb for p in POLICIES])
-    trainable = trace_named(fig, "trainable params")
-    assert trainable["y"] == pytest.approx([report(p).trainable_param_bytes / 1e6 for p in POLICIES])
-
-
-def test_why_bad_batch_shows_error():
-    at = open_app(WHY, batch="0")
-    assert not at.exception
-    assert any("batch size must be an integer >= 1" in e.value for e in at.error)

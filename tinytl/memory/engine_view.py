@@ -57,11 +57,16 @@ def _conv(layer: LayerRecord, grads: LayerGrads, ctx: ViewContext) -> LayerCost:
     return LayerCost(stored=ACT_BYTES * layer.input_numel if grads.weight and not shared else 0, tmp=_tmp(layer))
 
 
+def affine_in_x(norm: nn.Module) -> bool:
+    """A norm whose output is affine in its input at training time (frozen running statistics), so its
+    input gradient needs nothing kept; GroupNorm and batch-statistics BatchNorm are not (docs/PAPER.md)."""
+    return isinstance(norm, FrozenStatsBatchNorm2d) or (
+        isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_mean is not None)
+
+
 def _norm(layer: LayerRecord, grads: LayerGrads, ctx: ViewContext) -> LayerCost:
     m = layer.module
-    affine_in_x = isinstance(m, FrozenStatsBatchNorm2d) or (
-        isinstance(m, nn.BatchNorm2d) and not m.training and m.running_mean is not None)
-    if affine_in_x:
+    if affine_in_x(m):
         return LayerCost(stored=ACT_BYTES * layer.input_numel if grads.weight else 0, tmp=_tmp(layer))
     if not (grads.input or grads.weight):
         return LayerCost(tmp=_tmp(layer))
