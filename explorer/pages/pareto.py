@@ -26,6 +26,8 @@ from tinytl.train.store import RunStore
 SEARCH_KEY = "pareto_search_result"
 MEASURED_KEY = "pareto_measured_points"
 RUN_KEY = "pareto_run_id"
+FRONT_SOURCE = "search front (predicted)"
+PICK_KEY, CLICK_KEY, CLICKED_KEY = "pareto_pick", "pareto_last_click", "pareto_clicked"
 COLORS = {"ok": "#4C78A8", "over": "#BAB0AC", "front": "#E45756", "measured": "#54A24B", "budget": "#1F2A44"}
 HOVER = ("<b>%{customdata[6]}</b><br>memory %{customdata[3]:.2f} MB · accuracy %{customdata[4]:.1%}"
          "<br>resolution %{customdata[2]} px<br>depths %{customdata[5]}<br>expand %{customdata[7]}"
@@ -58,6 +60,32 @@ def point_frame(points: list[dict], source: str) -> pd.DataFrame:
     } for p in points])
 
 
+ROW_HEIGHT = 0.055  # a device label's height, as a fraction of the plot
+CHARS_PER_SPAN = 140  # about how many label characters fit across the plot's width
+
+
+def point_label(row: pd.Series) -> str:
+    """How a point reads in the inspect box: memory, accuracy, resolution and where it comes from."""
+    return f"{row['memory MB']:.2f} MB · {row['accuracy']:.1%} · {row['resolution']} px · {row['source']}"
+
+
+def chart_span(points: pd.DataFrame, front: pd.DataFrame, budget: float) -> float:
+    """The memory axis's extent: device lines beyond it would squash every point to the left edge."""
+    return max([budget, *points["memory MB"].tolist(), *front["memory MB"].tolist()]) * 1.05
+
+
+def label_rows(devices, span: float) -> list[tuple[object, int]]:
+    """Device budget labels placed left to right, each in the first row where it clears the label before it."""
+    ends: list[float] = []  # per row: the x where its last label ends
+    placed = []
+    for device in sorted(devices, key=lambda d: d.budget_mb):
+        width = (len(device.name) + 2) * span / CHARS_PER_SPAN
+        row = next((i for i, end in enumerate(ends) if end <= device.budget_mb), len(ends))
+        ends[row:row + 1] = [device.budget_mb + width]
+        placed.append((device, row))
+    return placed
+
+
 CUSTOM = ["subnet", "source", "resolution", "memory MB", "accuracy", "depths", "label", "expand", "kernel"]
 
 
@@ -66,6 +94,7 @@ def figure(points: pd.DataFrame, front: pd.DataFrame, measured: pd.DataFrame, bu
     """Scatter of sub-nets (over-budget styled apart), the front as a line, the searched best as a star,
     measured runs, budget lines."""
     fig = go.Figure()
+    span = chart_span(points, front, budget)
     if not show_dominated:
         points = points.iloc[pareto_front(points["memory MB"].to_numpy(), points["accuracy"].to_numpy())]
     for name, part, marker in (
@@ -88,10 +117,17 @@ def figure(points: pd.DataFrame, front: pd.DataFrame, measured: pd.DataFrame, bu
                         name="searched best", marker=dict(color="#F58518", size=18, symbol="star",
                                                           line=dict(width=1, color="white")),
                         customdata=best[CUSTOM].values.tolist(), hovertemplate=HOVER)
-    fig.add_vline(x=budget, line=dict(color=COLORS["budget"], width=2), annotation_text=f"budget {budget:g} MB")
-    for device in devices:
-        fig.add_vline(x=device.budget_mb, line=dict(color="#9D755D", dash="dot"),
-                      annotation_text=device.name, annotation_textangle=-90, annotation_position="top left")
+        top = best.iloc[0]
+        fig.add_annotation(x=top["memory MB"], y=top["accuracy"], text=f"searched best: {top['accuracy']:.1%} at "
+                           f"{top['memory MB']:.2f} MB", showarrow=True, arrowhead=2, ax=-70, ay=50,
+                           bgcolor="rgba(255,255,255,0.85)", bordercolor="#F58518", font=dict(size=12))
+    fig.add_vline(x=budget, line=dict(color=COLORS["budget"], width=2), annotation_text=f"budget {budget:g} MB",
+                  annotation_position="top right")
+    for device, row in label_rows([d for d in devices if d.budget_mb <= span], span):
+        fig.add_vline(x=device.budget_mb, line=dict(color="#9D755D", dash="dot"))
+        fig.add_annotation(x=device.budget_mb, y=ROW_HEIGHT * row, yref="paper", yanchor="bottom", xanchor="left",
+                           text=device.name, showarrow=False, font=dict(size=11, color="#7A5A46"),
+                           bgcolor="rgba(255,255,255,0.8)")
     fig.update_layout(xaxis_title="training memory (paper view, MB)", yaxis_title="accuracy (digits validation)",
                       yaxis_tickformat=".0%", height=520, hovermode="closest", margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
@@ -142,9 +178,11 @@ with st.expander("Search (evolutionary, maximising predicted accuracy within the
     if s3.button("Run search", type="primary", key="pareto_run_search"):
         bar = st.progress(0.0, text="searching…")
         try:
-            st.session_state[SEARCH_KEY] = search_subnets(
+            found = search_subnets(
                 budget, model, policy, batch_size, classes, settings=SearchSettings(population, iterations),
                 progress=lambda i, n: bar.progress(i / n, text=f"iteration {i} of {n}"))
+            st.session_state[SEARCH_KEY] = found
+            st.session_state[PICK_KEY] = point_label(point_frame([found["best"]], FRONT_SOURCE).iloc[0])
         except TinyTLError as err:
             st.session_state.pop(SEARCH_KEY, None)
             st.error(str(err))
@@ -153,7 +191,7 @@ if result and (result["policy"], result["batch_size"], result["classes"], result
         policy, batch_size, classes, budget):
     st.caption("The search below was run for other settings; run it again to match these.")
 if result:
-    front = point_frame(result["front"], "search front (predicted)")
+    front = point_frame(result["front"], FRONT_SOURCE)
     best = result["best"]
     st.success(f"Best within {result['budget_mb']:g} MB: predicted accuracy {best['predicted_accuracy']:.1%} at "
                f"{best['memory_mb']:.2f} MB, {best['resolution']} px ({len(result['front'])} front points from "
@@ -176,39 +214,57 @@ for (key, res), info in measured_runs.items():
 measured = pd.concat(measured_parts) if measured_parts else pd.DataFrame(columns=CUSTOM)
 
 best_frame = point_frame([result["best"]], "searched best (predicted)") if result else None
-event = st.plotly_chart(figure(points, front, measured, budget, [d for d in DEVICES if d.name in device_names],
-                               show_dominated, best_frame), key="pareto_chart", on_select="rerun",
-                        selection_mode="points")
-st.caption("Hover a point for its configuration; click one to inspect it below (or pick a front point).")
+shown_devices = [d for d in DEVICES if d.name in device_names]
+event = st.plotly_chart(figure(points, front, measured, budget, shown_devices, show_dominated, best_frame),
+                        key="pareto_chart", on_select="rerun", selection_mode="points")
+beyond = [f"{d.name} ({d.budget_mb:,.0f} MB)" for d in shown_devices if d.budget_mb > chart_span(points, front, budget)]
+st.caption("Hover a point for its configuration; click one to inspect it below."
+           + (f" Beyond this chart's memory range, so not drawn: {', '.join(beyond)}." if beyond else ""))
 
+# One source of truth for the inspected point: the select box. A new click in the chart writes it (before the
+# box is drawn), a search selects its best point, and the section below always follows the box.
+options = {point_label(r): r for _, r in front.iterrows()}
 clicked = [p for p in (event.selection.points if event and event.selection else []) if p.get("customdata")]
-labels = {f"{r['memory MB']:.2f} MB · {r['accuracy']:.1%} · {r['resolution']} px": (r["subnet"], r["resolution"])
-          for _, r in front.iterrows()}
-choice = st.selectbox("Front point to inspect", list(labels), key="pareto_pick") if labels else None
 if clicked:
-    subnet, resolution = clicked[0]["customdata"][0], int(clicked[0]["customdata"][2])
-    st.caption("Inspecting the point clicked in the chart (clear the selection to inspect the front point above).")
-elif choice:
-    subnet, resolution = labels[choice]
-else:
+    row = pd.Series(dict(zip(CUSTOM, clicked[0]["customdata"])))
+    click = (row["subnet"], int(row["resolution"]), row["source"])
+    if st.session_state.get(CLICK_KEY) != click:  # a new click (the chart keeps reporting the last one)
+        st.session_state[CLICK_KEY] = click
+        same = next((label for label, r in options.items() if (r["subnet"], int(r["resolution"]), r["accuracy"])
+                     == (row["subnet"], int(row["resolution"]), row["accuracy"])), None)
+        if same is None:
+            st.session_state[CLICKED_KEY] = row
+        st.session_state[PICK_KEY] = same or point_label(row)
+if (extra := st.session_state.get(CLICKED_KEY)) is not None:
+    options.setdefault(point_label(extra), extra)
+if not options:
     st.info("No sub-net within the budget yet: raise the budget or run the search.")
     st.stop()
+if st.session_state.get(PICK_KEY) not in options:
+    st.session_state[PICK_KEY] = next(iter(options))
+choice = st.selectbox("Point to inspect", list(options), key=PICK_KEY,
+                      help="the front's points, and the last point clicked in the chart")
+point = options[choice]
+subnet, resolution = point["subnet"], int(point["resolution"])
 
 st.subheader(f"Sub-net at {resolution} px")
 st.code(subnet, language="json")
 report = profile_memory("supernet", policy, resolution, batch_size, classes, subnet=subnet)
+predicted = shown_accuracy(model.predict(encode(parse_subnet(subnet), resolution, model.resolutions)[None, :])[0])
+m1, m2, m3 = st.columns(3)
+m1.metric("Predicted accuracy", f"{predicted:.1%}", help="the accuracy predictor's estimate for this point")
+m3.metric("Training memory (layer walk of the extracted sub-net)", f"{report.total_mb:.2f} MB",
+          help="The same figure the chart and the search use, recomputed here by walking the extracted sub-net.")
+measured_points = st.session_state.setdefault(MEASURED_KEY, {})
+if "(measured)" in point["source"]:
+    m2.metric(f"Fine-tuned accuracy ({point['source'].removesuffix(' (measured)')})", f"{point['accuracy']:.1%}",
+              help="test accuracy the fine-tune run recorded")
 table = frames.layer_frame(report)
-st.metric("Training memory (layer walk of the extracted sub-net)", f"{report.total_mb:.2f} MB",
-          help="The same figure the search uses, recomputed here by walking the extracted sub-net.")
 st.plotly_chart(charts.layer_chart(table, report.peak_index, "#54A24B",
                                    f"peak {report.activation_mb:.2f} MB at {report.peak_layer}"),
                 key="pareto_layer_chart")
 
-predicted = shown_accuracy(model.predict(encode(parse_subnet(subnet), resolution, model.resolutions)[None, :])[0])
-m1, m2, m3 = st.columns([1, 1, 2])
-m1.metric("Predicted accuracy", f"{predicted:.1%}", help="the accuracy predictor's estimate for this point")
-measured_points = st.session_state.setdefault(MEASURED_KEY, {})
-if m3.button("Measure this point", key="pareto_measure",
+if st.button("Measure this point", key="pareto_measure",
              help="held-out test accuracy of this sub-net with the weights it inherits from the adapted super-net "
                   "(`python -m tinytl evaluate`; a few seconds, no training)"):
     try:
