@@ -12,6 +12,7 @@ import sys
 import time
 
 from tinytl.memory import analyze, cached_trace, trace_backbone
+from tinytl.models.setting import ModelSetting
 
 BACKBONES = {"proxylessnas_mobile": 224, "mobilenet_v2": 224, "mobilenet_v3_large": 224, "resnet18": 224,
              "resnet50": 224, "inception_v3": 299}
@@ -36,8 +37,8 @@ def main() -> None:
           "| pytorch view, warm `bias` (ms) |")
     print("|---|---|---|---|---|")
     for name, res in BACKBONES.items():
-        cold = timed(lambda: trace_backbone(name, res, 102), repeat=3)
-        trace = cached_trace(name, res, 102, True, "gn")
+        cold = timed(lambda: trace_backbone(ModelSetting(name, res, 102)), repeat=3)
+        trace = cached_trace(ModelSetting(name, res, 102))
         warm = timed(lambda: analyze(trace, "bias", 8), repeat=20)
         first = {}
         for policy in ("bias", "full"):

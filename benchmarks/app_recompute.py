@@ -20,18 +20,18 @@ from explorer import charts, frames
 from explorer.compute import full_reference, price, variants
 from tinytl.devices import DEVICES, custom_device
 from tinytl.memory import cached_trace
+from tinytl.models.setting import ModelSetting
 from tinytl.policies import POLICIES
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
 
-def recompute(trace, policy: str, batch: int, bits: int) -> None:
+def recompute(model: ModelSetting, trace, policy: str, batch: int, bits: int) -> None:
     """Everything the Memory page derives from a cached walk for one setting."""
     views = variants()
     reports = {v: price(trace, policy, batch, bits, v) for v in views}
-    model_key = (trace.backbone, trace.resolution, trace.num_classes, trace.lite_residual, trace.norm)
     for v in views:
-        full_reference(model_key, bits, v.key).total_at_batch(batch)
+        full_reference(model, bits, v.key).total_at_batch(batch)
     first = reports[views[0]]
     table = frames.layer_frame(first)
     charts.layer_chart(table, first.peak_index, views[0].color, "bench")
@@ -65,13 +65,14 @@ def main() -> None:
     torch.set_num_threads(1)
 
     t = time.perf_counter()
-    trace = cached_trace(args.backbone, args.resolution, args.classes, True, "gn")
+    model = ModelSetting(args.backbone, args.resolution, args.classes)
+    trace = cached_trace(model)
     print(f"cold walk (once per model setting, then cached): {(time.perf_counter() - t) * 1e3:.0f} ms")
     print(f"views: {', '.join(v.key for v in variants())}")
     print("| policy | wall median (ms) | wall p95 (ms) | CPU median (ms) |\n|---|---|---|---|")
     for policy in POLICIES:
-        recompute(trace, policy, args.batch_size, 8)  # warm-up
-        wall, cpu = timed(lambda: recompute(trace, policy, args.batch_size, 8), args.repeats)
+        recompute(model, trace, policy, args.batch_size, 8)  # warm-up
+        wall, cpu = timed(lambda: recompute(model, trace, policy, args.batch_size, 8), args.repeats)
         print(f"| {policy} | {statistics.median(wall):.1f} | {p95(wall):.1f} | {statistics.median(cpu):.1f} |")
 
     from streamlit.testing.v1 import AppTest

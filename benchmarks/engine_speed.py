@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tinytl.engine import checkpoint_blocks, convert_model
 from tinytl.memory.measure import apply_policy_copy, compare_engines
 from tinytl.models import build_model
+from tinytl.models.setting import ModelSetting
 
 MB = 1e6
 SETTINGS = {  # name: (backbone, norm, policy, resolution, batch)
@@ -34,8 +35,8 @@ CONTENDERS = ("pytorch", "checkpoint", "exact", "recompute")
 def run_setting(name: str, rounds: int) -> dict:
     """All four contenders of one setting: the measure module's RunMeasurement dicts and gradient differences."""
     backbone, norm, policy, resolution, batch = SETTINGS[name]
-    exact, recompute = compare_engines(backbone, policy, resolution, batch, 102, norm,
-                                       engine_modes=("exact", "recompute"), timing_steps=rounds)
+    exact, recompute = compare_engines(ModelSetting(backbone, resolution, 102, norm=norm), policy=policy,
+                                       batch_size=batch, engine_modes=("exact", "recompute"), timing_steps=rounds)
     return {"setting": name, "backbone": backbone, "norm": norm, "policy": policy, "resolution": resolution,
             "batch": batch, "pytorch": exact.pytorch.to_dict(), "checkpoint": exact.checkpoint.to_dict(),
             "exact": exact.engine.to_dict(), "recompute": recompute.engine.to_dict(),

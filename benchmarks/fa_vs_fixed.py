@@ -26,13 +26,15 @@ RESOLUTION, BATCH, CLASSES = 64, 8, 10
 def fixed_run(policy: str, seed: int) -> dict:
     """The fixed backbone's fine-tune with defaults at 64 px, and its paper-view memory at batch 8."""
     from tinytl.memory import profile_memory
+    from tinytl.models.setting import ModelSetting
     from tinytl.train.recipe import FinetuneSettings
     from tinytl.train.runner import execute_run, prepare_run
 
     torch.set_num_threads(1)
     started = time.process_time()
     summary = execute_run(prepare_run(FinetuneSettings(policy=policy, seed=seed, resolution=RESOLUTION)))
-    budget = profile_memory("proxylessnas_mobile", policy, RESOLUTION, BATCH, CLASSES).total_mb
+    budget = profile_memory(ModelSetting("proxylessnas_mobile", RESOLUTION, CLASSES), policy=policy,
+                            batch_size=BATCH).total_mb
     return {"accuracy": summary["final_accuracy"], "budget_mb": budget, "cpu_s": time.process_time() - started}
 
 

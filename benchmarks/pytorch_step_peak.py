@@ -20,6 +20,7 @@ from tinytl.memory import profile_memory
 from tinytl.memory.measure import LivePeakTracker
 from tinytl.models import build_model
 from tinytl.policies import apply_policy
+from tinytl.models.setting import ModelSetting
 
 MODELS = ("proxylessnas_mobile", "mobilenet_v3_large", "efficientnet_b0", "resnet50", "convnext_tiny")
 
@@ -58,8 +59,8 @@ def main() -> None:
     for backbone in args.models.split(","):
         for policy in args.policies.split(","):
             start = time.perf_counter()
-            predicted = profile_memory(backbone, policy, args.resolution, args.batch_size, args.classes,
-                                       norm=args.norm, view="pytorch").total_bytes
+            predicted = profile_memory(ModelSetting(backbone, args.resolution, args.classes, norm=args.norm),
+                                       policy=policy, batch_size=args.batch_size, view="pytorch").total_bytes
             seconds = time.perf_counter() - start
             measured = measured_peak(backbone, policy, args.resolution, args.batch_size, args.classes, args.norm)
             print(f"| {backbone} | {policy} | {predicted / 1e6:.2f} | {measured / 1e6:.2f} | "

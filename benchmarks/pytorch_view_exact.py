@@ -24,6 +24,7 @@ from tinytl.memory import analyze, trace_backbone
 from tinytl.memory.measure import count_saved_activations
 from tinytl.models import build_model
 from tinytl.policies import apply_policy
+from tinytl.models.setting import ModelSetting
 
 RESOLUTIONS = (32, 48, 64, 75, 96, 128, 160, 224)
 POLICIES = ("full", "last", "norm+last", "bias")
@@ -36,7 +37,7 @@ def smallest_trace(name: str):
     last = None
     for res in RESOLUTIONS:
         try:
-            return trace_backbone(name, res, CLASSES, lite_residual=False, norm="bn")
+            return trace_backbone(ModelSetting(name, res, CLASSES, lite_residual=False, norm="bn"))
         except TinyTLError as err:
             last = err
     raise last

@@ -21,6 +21,7 @@ from tinytl.memory import analyze, cached_trace
 from tinytl.memory.measure import compare_engines
 from tinytl.models.layers import NORMS
 from tinytl.policies import POLICIES
+from tinytl.models.setting import ModelSetting
 
 MB = 1e6
 
@@ -34,9 +35,10 @@ def measure_grid(backbone: str, policies: list[str], norms: list[str], resolutio
     """One row per (norm, policy): paper view, stock and both engine modes, measured in one process."""
     rows = []
     for norm in norms:
-        trace = cached_trace(backbone, resolution, classes, True, norm)
+        model = ModelSetting(backbone, resolution, classes, norm=norm)
+        trace = cached_trace(model)
         for policy in policies:
-            exact, recompute = compare_engines(backbone, policy, resolution, batch_size, classes, norm,
+            exact, recompute = compare_engines(model, policy=policy, batch_size=batch_size,
                                                engine_modes=("exact", "recompute"), timing_steps=timing_steps)
             paper = analyze(trace, policy, batch_size, view="paper").stored_activation_bytes
             row = {"norm": norm, "policy": policy, "paper_saved": paper, "stock": exact.pytorch.to_dict(),

@@ -15,6 +15,7 @@ from tinytl.memory import profile_memory
 from tinytl.models.supernet import sample_subnet
 from tinytl.search.memory import memory_table, subnet_memory_bytes
 from tinytl.search.space import random_genes
+from tinytl.models.setting import ModelSetting
 
 RESOLUTIONS = (160, 176, 192, 208, 224, 240, 256)
 CLASSES = 102
@@ -42,7 +43,7 @@ def main() -> None:
     batch100 = rate(lambda: [table.total_bytes(population) for _ in range(1000)], 100_000)
     walk_configs = configs[:5]
     start = time.perf_counter()
-    equal = all(profile_memory("supernet", "lite+bias", r, 8, CLASSES, subnet=c).total_bytes
+    equal = all(profile_memory(ModelSetting("supernet", r, CLASSES, subnet=c)).total_bytes
                 == subnet_memory_bytes(c, r, num_classes=CLASSES) for c, r in walk_configs)
     walk = len(walk_configs) / (time.perf_counter() - start)
     print(f"table build (7 resolutions): {build * 1e3:.1f} ms")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tinytl.memory import profile_memory
 from tinytl.models.supernet import largest_subnet
+from tinytl.models.setting import ModelSetting
 
 
 def main() -> None:
@@ -17,7 +18,7 @@ def main() -> None:
         for batch in (8, 1):
             for name, backbone, subnet in (("whole super-net", "supernet", largest_subnet().to_json()),
                                            ("ProxylessNAS-Mobile", "proxylessnas_mobile", None)):
-                r = profile_memory(backbone, "lite+bias", 224, batch, classes, subnet=subnet)
+                r = profile_memory(ModelSetting(backbone, 224, classes, subnet=subnet), batch_size=batch)
                 print(f"| {name} | {classes} | {batch} | {r.activation_mb:.2f} | {r.param_mb:.2f} | {r.total_mb:.2f} |")
 
 

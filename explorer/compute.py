@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import product
 from typing import TypeVar
 
 import streamlit as st
@@ -16,9 +17,8 @@ import streamlit as st
 from tinytl.errors import TinyTLError
 from tinytl.memory import VIEWS, MemoryReport, ModelTrace, analyze, cached_trace
 from tinytl.memory.analysis import layer_group
+from tinytl.models.setting import ModelSetting
 
-# Options a view takes, with the values worth showing side by side (views not listed take none).
-VIEW_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {"engine": ("mode", ("exact", "recompute"))}
 VIEW_COLORS = {"paper": "#4C78A8", "pytorch": "#E45756", "engine": "#54A24B", "engine·exact": "#54A24B",
                "engine·recompute": "#9BD48F"}
 EXTRA_COLORS = ("#B279A2", "#F58518", "#72B7B2", "#EECA3B", "#FF9DA6", "#9D755D")
@@ -38,11 +38,10 @@ class Variant:
 
 
 def variants() -> list[Variant]:
-    """Every registered view (and option value worth comparing), in registration order."""
+    """Every registered view, once per combination of the option values it declares, in registration order."""
     out: list[Variant] = []
     for name, view in VIEWS.items():
-        option = VIEW_OPTIONS.get(name)
-        combos = [((option[0], value),) for value in option[1]] if option else [()]
+        combos = [tuple(zip(view.options, values)) for values in product(*view.options.values())]
         for opts in combos:
             key = name + "".join(f"·{v}" for _, v in opts)
             color = VIEW_COLORS.get(key) or EXTRA_COLORS[len(out) % len(EXTRA_COLORS)]
@@ -52,9 +51,9 @@ def variants() -> list[Variant]:
 
 
 @st.cache_resource(max_entries=64, show_spinner="Walking the model on the meta device (shapes only)…")
-def model_trace(backbone: str, resolution: int, classes: int, lite: bool, norm: str) -> ModelTrace:
+def model_trace(model: ModelSetting) -> ModelTrace:
     """The shape walk of a model setting, shared by every session (read-only afterwards)."""
-    return cached_trace(backbone, int(resolution), int(classes), bool(lite), norm)
+    return cached_trace(model)
 
 
 def price(trace: ModelTrace, policy: str, batch_size: int, frozen_bits: int, variant: Variant) -> MemoryReport:
@@ -63,12 +62,12 @@ def price(trace: ModelTrace, policy: str, batch_size: int, frozen_bits: int, var
 
 
 @st.cache_resource(max_entries=256, show_spinner=False)
-def full_reference(model_key: tuple, frozen_bits: int, variant_key: str) -> MemoryReport:
+def full_reference(model: ModelSetting, frozen_bits: int, variant_key: str) -> MemoryReport:
     """`full` fine-tuning of a model setting at batch 1: the baseline of every saving.
 
     Any batch follows exactly from it with `MemoryReport.total_at_batch`."""
     variant = next(v for v in variants() if v.key == variant_key)
-    return price(model_trace(*model_key), "full", 1, frozen_bits, variant)
+    return price(model_trace(model), "full", 1, frozen_bits, variant)
 
 
 def param_groups(trace: ModelTrace) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from explorer.compute import model_trace, param_groups
 from tinytl.errors import TinyTLError
 from tinytl.models import list_backbones
 from tinytl.models.layers import NORMS
+from tinytl.models.setting import ModelSetting
 from tinytl.policies import CUSTOM_PREFIX, PAPER_NAMES, POLICIES, parse_policy
 
 CUSTOM = "custom"
@@ -50,10 +51,9 @@ class Settings:
         return self.policy if self.policy != CUSTOM else CUSTOM_PREFIX + ",".join(custom_patterns(
             self.custom_groups, self.custom_kinds))
 
-    @property
-    def model_key(self) -> tuple:
-        """What the shape walk depends on (the cache key of the trace)."""
-        return (self.backbone, self.resolution, self.classes, self.lite_residual, self.norm)
+    def model_setting(self) -> ModelSetting:
+        """The model these settings describe (the cache key of its walk); raises TinyTLError on a bad one."""
+        return ModelSetting(self.backbone, self.resolution, self.classes, self.lite_residual, self.norm)
 
     def to_query(self) -> dict[str, str]:
         """URL query parameters for these settings."""
@@ -151,8 +151,8 @@ def _custom_pickers(sb) -> None:
     """Layer-group and parameter-kind pickers of a custom policy (groups read from the model's walk)."""
     state = st.session_state
     try:
-        options = list(param_groups(model_trace(state["backbone"], state["resolution"], state["classes"],
-                                                state["lite_residual"], state["norm"])))
+        options = list(param_groups(model_trace(ModelSetting(state["backbone"], state["resolution"], state["classes"],
+                                                             state["lite_residual"], state["norm"]))))
     except Exception:  # noqa: BLE001 - the page reports a bad setting; offer what was picked before
         options = list(state["custom_groups"])
     state["custom_groups"] = [g for g in state["custom_groups"] if g in options]

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tinytl.models.setting import ModelSetting
 
 torch.set_num_threads(2)
 
@@ -11,7 +12,7 @@ def proxyless_trace():
     """The paper's setting walked once: ProxylessNAS-Mobile, GN+WS, lite residuals, 224 px, 102 classes."""
     from tinytl.memory import cached_trace
 
-    return cached_trace("proxylessnas_mobile", 224, 102, True, "gn")
+    return cached_trace(ModelSetting("proxylessnas_mobile", 224, 102, True, "gn"))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from explorer.paper_values import TABLE2_MB
 from tinytl.devices import DEVICES, check_budget, custom_device
 from tinytl.memory import VIEWS, analyze, cached_trace
 from tinytl.policies import POLICIES
+from tinytl.models.setting import ModelSetting
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 MEMORY, COMPARE = "explorer/pages/memory.py", "explorer/pages/compare.py"
@@ -51,7 +52,7 @@ def headline(at: AppTest) -> dict[str, str]:
 
 def report(policy: str, resolution: int = 224, batch: int = 8, view: str = "paper", classes: int = 102,
            lite: bool = True, bits: int = 8, **options):
-    trace = cached_trace("proxylessnas_mobile", resolution, classes, lite, "gn")
+    trace = cached_trace(ModelSetting("proxylessnas_mobile", resolution, classes, lite, "gn"))
     return analyze(trace, policy, batch, bits, view, **options)
 
 

@@ -9,6 +9,7 @@ from tests.test_app import assert_clean, figures, open_app, report, trace_named
 from tinytl.memory import cached_trace, get_view
 from tinytl.memory.views import ACT_BYTES, LayerGrads, ViewContext
 from tinytl.policies import POLICIES
+from tinytl.models.setting import ModelSetting
 
 WHY = "explorer/pages/why_bias.py"
 CONV, NORM = "blocks.1.conv.expand.conv", "blocks.1.conv.expand.norm"
@@ -23,7 +24,8 @@ def markdown(at) -> str:
 
 
 def layer(name: str, norm: str = "gn"):
-    return next(r for r in cached_trace("proxylessnas_mobile", 224, 102, True, norm).layers if r.name == name)
+    trace = cached_trace(ModelSetting("proxylessnas_mobile", 224, 102, True, norm))
+    return next(r for r in trace.layers if r.name == name)
 
 
 def test_why_layer_lesson_numbers():

@@ -7,6 +7,7 @@ import pytest
 from explorer.navigation import PAGES
 from explorer.serve import BROWSER_ARGS, open_page, peak_rss_bytes, served_app, wait_idle
 from tinytl.memory import profile_memory
+from tinytl.models.setting import ModelSetting
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium")
@@ -47,12 +48,12 @@ def test_every_page_renders_and_policy_changes_the_headline(page, app_url):
     wait_idle(page, RUN_DONE_MS)
     page.wait_for_selector("[data-testid=stPlotlyChart] .js-plotly-plot", timeout=RUN_DONE_MS)
     assert_no_exception(page)
-    lite_bias = profile_memory("proxylessnas_mobile", "lite+bias", 224, 8, 102)
+    lite_bias = profile_memory(ModelSetting("proxylessnas_mobile", 224, 102), policy="lite+bias", batch_size=8)
     assert headline(page) == f"{lite_bias.total_mb:.2f} MB"
 
     page.locator("[data-testid=stSidebar] [data-testid=stSelectbox]").filter(has_text="Update policy").click()
     page.get_by_role("option", name="full (FT-Full)").click()
-    full = f"{profile_memory('proxylessnas_mobile', 'full', 224, 8, 102).total_mb:.2f} MB"
+    full = f"{profile_memory(ModelSetting('proxylessnas_mobile', 224, 102), policy='full').total_mb:.2f} MB"
     page.wait_for_function(
         "v => document.querySelector('[data-testid=stMetricValue]')?.innerText.trim() === v", arg=full,
         timeout=RUN_DONE_MS)
@@ -97,7 +98,7 @@ def test_huge_url_settings_answered_without_exhausting_the_server(page):
         wait_idle(tab, RUN_DONE_MS)
         tab.wait_for_selector("[data-testid=stPlotlyChart] .js-plotly-plot", timeout=RUN_DONE_MS)
         assert_no_exception(tab)
-        expected = profile_memory("regnet_y_400mf", "bias", 224, 8, 100_000)
+        expected = profile_memory(ModelSetting("regnet_y_400mf", 224, 100_000), policy="bias", batch_size=8)
         assert headline(tab) == f"{expected.total_mb:.2f} MB"
         tab.close()
         assert peak_rss_bytes(url.pid) < 1.5e9

@@ -8,6 +8,7 @@ from explorer.serve import wait_idle
 from test_browser import RUN_DONE_MS, app_url, assert_no_exception, page  # noqa: F401  (shared fixtures)
 from tinytl.devices import DEVICES, budget_terms, check_budget
 from tinytl.memory import analyze, cached_trace
+from tinytl.models.setting import ModelSetting
 
 pytestmark = pytest.mark.browser
 PI_ZERO = next(d for d in DEVICES if d.name == "Raspberry Pi Zero / Zero 2 W")
@@ -16,7 +17,7 @@ JETSON = next(d for d in DEVICES if d.name == "Jetson Nano")
 
 def reports() -> dict:
     """Every view of the app's default setting (ProxylessNAS-Mobile, lite+bias, 224 px, batch 8, 102 classes)."""
-    trace = cached_trace("proxylessnas_mobile", 224, 102, True, "gn")
+    trace = cached_trace(ModelSetting("proxylessnas_mobile", 224, 102, True, "gn"))
     return {v: analyze(trace, "lite+bias", 8, 8, v.view, **dict(v.options)) for v in variants()}
 
 

@@ -14,6 +14,7 @@ from tinytl.memory import analyze, cached_trace
 from tinytl.memory.measure import count_saved_activations
 from tinytl.models import build_model
 from tinytl.policies import apply_policy
+from tinytl.models.setting import ModelSetting
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -91,7 +92,7 @@ def test_se_backbones_gradients_equal_stock_and_view_equals_measurement(backbone
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0.0, 0.1)
             m.running_var.uniform_(0.5, 2.0)
-    trace = cached_trace(backbone, 64, 10, True, "bn-frozen")
+    trace = cached_trace(ModelSetting(backbone, 64, 10, True, "bn-frozen"))
     x, y = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)), torch.tensor([1, 7])
     apply_policy(model, "bias")
     start = copy.deepcopy(model.state_dict())
@@ -140,7 +141,8 @@ def test_checkpoint_blocks_match_stock_keep_block_inputs_and_restore():
     assert type(model.first_conv.conv) is nn.Conv2d  # layers stay stock
     grads, saved = step(), count_saved_activations(model, x).total_bytes
     assert grads.keys() == stock.keys() and all(torch.allclose(stock[n], grads[n]) for n in stock)
-    recompute = analyze(cached_trace("proxylessnas_mobile", 64, 10, True, "bn-frozen"), "bias", 2, view="engine",
+    recompute = analyze(cached_trace(ModelSetting("proxylessnas_mobile", 64, 10, True, "bn-frozen")),
+                        "bias", 2, view="engine",
                         mode="recompute").stored_activation_bytes
     assert recompute < saved < stock_saved / 3  # block inputs and the stock stem / head
     restore_model(model)

@@ -12,6 +12,7 @@ from tinytl.policies import POLICIES
 from tinytl.train.recipe import FinetuneSettings
 from tinytl.train.runner import execute_run, predicted_memory, prepare_run
 from tinytl.train.store import RunStore
+from tinytl.models.setting import ModelSetting
 
 TINY = dict(resolution=32, batch_size=8, epochs=1, max_steps=2)
 
@@ -30,7 +31,8 @@ def test_two_steps_per_policy_write_consistent_record(tmp_path, policy):
     assert run["final_accuracy"] == run["history"][0]["test_accuracy"] == summary["final_accuracy"]
     assert 0 <= run["final_accuracy"] <= 1
     assert run["measured_peak_bytes"] == summary["measured_peak_bytes"] > run["saved_activation_bytes"] > 0
-    expected = profile_memory("proxylessnas_mobile", policy, 32, 8, 10, 32).total_mb
+    expected = profile_memory(ModelSetting("proxylessnas_mobile", 32, 10),
+                              policy=policy, batch_size=8, frozen_bits=32).total_mb
     assert run["predicted_memory_mb"] == pytest.approx(expected)
     assert run["predicted"]["paper"] == pytest.approx(expected)
 
@@ -74,7 +76,8 @@ def test_cli_engine_tinytl(tmp_path, capsys):
                  "32", "--batch-size", "4", "--max-steps", "1", "--no-store", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["settings"]["engine"] == "tinytl" and out["run_id"] is None and out["measured_peak_bytes"] > 0
-    expected = profile_memory("proxylessnas_mobile", "lite+bias", 32, 4, 10, 8).total_mb
+    expected = profile_memory(ModelSetting("proxylessnas_mobile", 32, 10),
+                              policy="lite+bias", batch_size=4, frozen_bits=8).total_mb
     assert out["predicted_memory_mb"] == pytest.approx(expected)
 
 
@@ -114,7 +117,8 @@ def test_engine_view_is_priced_in_the_runs_engine_mode():
     recompute = predicted_memory(FinetuneSettings(policy="bias", engine="tinytl-recompute", resolution=64), 10)
     assert exact["paper"] == recompute["paper"] and exact["pytorch"] == recompute["pytorch"]
     for mode, predicted in (("exact", exact), ("recompute", recompute)):
-        expected = profile_memory("proxylessnas_mobile", "bias", 64, 32, 10, 32, True, "gn", "engine", mode=mode)
+        expected = profile_memory(ModelSetting("proxylessnas_mobile", 64, 10, True, "gn"),
+                                  policy="bias", batch_size=32, frozen_bits=32, view="engine", mode=mode)
         assert predicted["engine"] == pytest.approx(expected.total_mb)
     assert recompute["engine"] < exact["engine"]  # GN under bias: recompute keeps far less
 

@@ -6,6 +6,7 @@ from tinytl.cli import main
 from tinytl.memory import host, profile_memory
 from tinytl.memory.report import MB
 from tinytl.train.store import RunStore
+from tinytl.models.setting import ModelSetting
 
 
 def test_available_memory_is_read_from_the_machine():
@@ -15,7 +16,8 @@ def test_available_memory_is_read_from_the_machine():
 
 @pytest.mark.parametrize("argv, needed", [
     (["finetune", "--resolution", "32", "--epochs", "1", "--batch-size", "64", "--engine", "pytorch"],
-     lambda: profile_memory("proxylessnas_mobile", "lite+bias", 32, 64, 10, 32, view="pytorch").total_bytes),
+     lambda: profile_memory(ModelSetting("proxylessnas_mobile", 32, 10),
+                            policy="lite+bias", batch_size=64, frozen_bits=32, view="pytorch").total_bytes),
     (["measure", "--backbone", "resnet18", "--policy", "bias", "--resolution", "64", "--batch-size", "2",
       "--no-checkpoint"], None),
 ])
@@ -24,7 +26,9 @@ def test_a_job_that_does_not_fit_is_refused_before_it_allocates(argv, needed, mo
     monkeypatch.setattr(host, "host_available_bytes", lambda: 1 * MB)
     built = []
     monkeypatch.setattr("tinytl.train.runner.build_finetune_model", lambda *a, **k: built.append(a))
-    monkeypatch.setattr("tinytl.memory.measure.build_model", lambda *a, **k: built.append(a))
+    meta_only = ModelSetting.build  # analysis builds on the meta device; a real build is what must not happen
+    monkeypatch.setattr(ModelSetting, "build", lambda self, device="cpu": meta_only(self, device)
+                        if str(device) == "meta" else built.append(self))
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "but this machine has 1 MB of available memory" in err[0] and built == []

@@ -13,8 +13,9 @@ from tinytl.memory.measure import (LivePeakTracker, SavedTensorCounter, count_sa
                                    interleaved_times, measure_training_step)
 from tinytl.models import build_model
 from tinytl.policies import apply_policy
+from tinytl.models.setting import ModelSetting
 
-SMALL = dict(resolution=64, batch_size=2, num_classes=10, timing_steps=0)
+SMALL = dict(batch_size=2, timing_steps=0)
 
 
 def test_counter_excludes_parameters_and_counts_a_storage_once():
@@ -88,7 +89,8 @@ def test_peak_is_at_least_params_plus_saved():
 @pytest.mark.parametrize("norm,policy,mode", [("gn", "bias", "exact"), ("bn-frozen", "lite+bias", "recompute"),
                                               ("gn", "lite", "recompute")])
 def test_training_step_stock_vs_engine(norm, policy, mode):
-    result = measure_training_step("proxylessnas_mobile", policy, norm=norm, engine_mode=mode, **SMALL)
+    result = measure_training_step(ModelSetting("proxylessnas_mobile", 64, 10, norm=norm), policy=policy,
+                                   engine_mode=mode, **SMALL)
     stock, engine = result.pytorch, result.engine
     assert stock.saved_activation_bytes == pytest.approx(stock.predicted_saved_activation_bytes, rel=0.05)
     assert result.max_grad_abs_diff <= 1e-5 * max(result.grad_scale, 1.0)

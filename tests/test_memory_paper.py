@@ -6,6 +6,7 @@ import pytest
 
 from tinytl.memory import analyze, profile_memory
 from tinytl.policies import POLICIES
+from tinytl.models.setting import ModelSetting
 
 # Paper Table 2 (MB, batch 8, 224 px, 102 classes) for the four rows the released rules reproduce,
 # and the released rules' own figures for the two rows whose paper numbers came from another revision.
@@ -46,11 +47,12 @@ def test_frozen_bits_price_frozen_params_only(proxyless_trace):
 
 def test_batch1_and_resolution_behave_as_paper_reports():
     # GroupNorm makes batch-1 training possible: TinyTL-L+B about 12-17 MB over 128..320 px
-    small = profile_memory("proxylessnas_mobile", "lite+bias", 128, 1, 102)
-    large = profile_memory("proxylessnas_mobile", "lite+bias", 320, 1, 102)
+    small = profile_memory(ModelSetting("proxylessnas_mobile", 128, 102), policy="lite+bias", batch_size=1)
+    large = profile_memory(ModelSetting("proxylessnas_mobile", 320, 102), policy="lite+bias", batch_size=1)
     assert 11 < small.total_mb < 13 and 16 < large.total_mb < 18
     # TinyTL-L+B at 320 px, batch 8: about 65 MB
-    assert profile_memory("proxylessnas_mobile", "lite+bias", 320, 8, 102).total_mb == pytest.approx(65, rel=0.02)
+    assert profile_memory(ModelSetting("proxylessnas_mobile", 320, 102),
+                          policy="lite+bias", batch_size=8).total_mb == pytest.approx(65, rel=0.02)
 
 
 def test_stored_rules_per_layer(proxyless_trace):
@@ -76,11 +78,11 @@ def test_full_and_norm_last_stored_per_sample(proxyless_trace):
 
 
 def test_huge_settings_allocate_nothing():
-    report = profile_memory("resnet50", "full", 1024, 4096, 10)
+    report = profile_memory(ModelSetting("resnet50", 1024, 10), policy="full", batch_size=4096)
     assert report.total_mb > 1e5  # hundreds of GB, priced from shapes alone
     # the walk ran on the meta device
     from tinytl.memory import cached_trace
-    trace = cached_trace("resnet50", 1024, 10, True, "gn")
+    trace = cached_trace(ModelSetting("resnet50", 1024, 10, True, "gn"))
     assert all(p.device.type == "meta" for p in trace.model.parameters())
 
 
@@ -111,16 +113,16 @@ def test_ancestors_follow_dataflow(proxyless_trace):
                                       "regnet_x_400mf"])
 def test_torchvision_backbones_analyse(backbone):
     res = 299 if backbone == "inception_v3" else 224
-    full = profile_memory(backbone, "full", res, 8, 10)
-    last = profile_memory(backbone, "last", res, 8, 10)
+    full = profile_memory(ModelSetting(backbone, res, 10), policy="full", batch_size=8)
+    last = profile_memory(ModelSetting(backbone, res, 10), policy="last", batch_size=8)
     assert full.total_mb > last.total_mb > 0
     assert full.num_trainable_params == full.num_params
 
 
 def test_paper_other_backbones_full():
     # paper: ResNet-50 FT-Full 802 MB, Inception-V3 850 MB (BatchNorm, no lite residuals)
-    r50 = profile_memory("resnet50", "full", 224, 8, 102, lite_residual=False, norm="bn")
-    inc = profile_memory("inception_v3", "full", 299, 8, 102, lite_residual=False, norm="bn")
+    r50 = profile_memory(ModelSetting("resnet50", 224, 102, False, "bn"), policy="full", batch_size=8)
+    inc = profile_memory(ModelSetting("inception_v3", 299, 102, False, "bn"), policy="full", batch_size=8)
     assert r50.total_mb == pytest.approx(802, rel=0.02)
     assert inc.total_mb == pytest.approx(850, rel=0.04)
 
@@ -128,7 +130,7 @@ def test_paper_other_backbones_full():
 def test_macs_with_fvcore():
     from tinytl.memory.flops import count_macs
 
-    macs = count_macs("proxylessnas_mobile", 224, 1000, lite_residual=False, norm="bn")
+    macs = count_macs(ModelSetting("proxylessnas_mobile", 224, 1000, False, "bn"))
     assert 290e6 < macs < 330e6  # ProxylessNAS-Mobile: about 320M MACs
 
 
@@ -136,4 +138,5 @@ def test_macs_follow_the_subnet():
     from tinytl.memory.flops import count_macs
 
     small = {"d": [2] * 5, "e": [3] * 20, "ks": [3] * 20}
-    assert count_macs("supernet", 64, 10, subnet=json.dumps(small)) < count_macs("supernet", 64, 10)
+    smaller = count_macs(ModelSetting("supernet", 64, 10, subnet=json.dumps(small)))
+    assert smaller < count_macs(ModelSetting("supernet", 64, 10))

@@ -17,6 +17,7 @@ from tinytl.memory.record import record_step
 from tinytl.models import build_model
 from tinytl.models.layers import StdConv2d
 from tinytl.policies import POLICIES, apply_policy, trainable_names
+from tinytl.models.setting import ModelSetting
 
 BATCH = 2
 # (backbone, norm, resolution, lite): GN+WS and both BatchNorm modes on the paper's network, and
@@ -39,7 +40,7 @@ def _policies(lite: bool) -> tuple[str, ...]:
 
 @cache
 def _measure_all_policies(backbone: str, norm: str, resolution: int, lite: bool) -> dict:
-    trace = cached_trace(backbone, resolution, 10, lite, norm)
+    trace = cached_trace(ModelSetting(backbone, resolution, 10, lite, norm))
     torch.manual_seed(0)
     model = build_model(backbone, 10, lite_residual=lite, norm=norm).train()
     x = torch.randn(BATCH, 3, resolution, resolution)
@@ -72,7 +73,7 @@ def test_functional_code_is_charged_to_its_enclosing_module():
     _, report = _measure_all_policies("mobilenet_v3_small", "gn", 32, True)["full"]
     se = [r for r in report.layers if r.type == "SqueezeExcitation"]
     assert se and all(r.stored_bytes > 0 for r in se)
-    leaf_names = {layer.name for layer in cached_trace("mobilenet_v3_small", 32, 10, True, "gn").layers}
+    leaf_names = {layer.name for layer in cached_trace(ModelSetting("mobilenet_v3_small", 32, 10, True, "gn")).layers}
     assert leaf_names <= {r.name for r in report.layers}
 
 
@@ -125,14 +126,14 @@ def test_predicted_peak_equals_a_real_cpu_step(backbone, norm, resolution, polic
     model = build_model(backbone, 10, lite_residual=True, norm=norm).train()
     apply_policy(model, policy)
     x, y = torch.randn(3, 3, resolution, resolution), torch.randint(0, 10, (3,))
-    report = analyze(cached_trace(backbone, resolution, 10, True, norm), policy, 3, view="pytorch")
+    report = analyze(cached_trace(ModelSetting(backbone, resolution, 10, True, norm)), policy, 3, view="pytorch")
     assert report.total_bytes == _real_step_peak(model, x, y)
     assert report.state_bytes >= report.trainable_param_bytes  # gradients and Adam state at the peak
 
 
 @pytest.mark.parametrize("backbone,norm,resolution", [("mobilenet_v3_small", "gn", 32), ("swin_t", "bn", 32)])
 def test_batch_scales_linearly(backbone, norm, resolution):
-    trace = cached_trace(backbone, resolution, 10, True, norm)
+    trace = cached_trace(ModelSetting(backbone, resolution, 10, True, norm))
     trainable = trainable_names(trace.model, "full")
     run = record_step(trace.model, trainable, 3, trace.input_shape[1:])
     report = analyze(trace, "full", 3, view="pytorch")
@@ -177,6 +178,6 @@ def test_view_is_listed_and_keeps_weights_at_32_bits(proxyless_trace):
 
 
 def test_recording_allocates_nothing_and_restores_the_model():
-    trace = cached_trace("resnet18", 1024, 10, True, "gn")
+    trace = cached_trace(ModelSetting("resnet18", 1024, 10, True, "gn"))
     analyze(trace, "bias", 4096, view="pytorch")
     assert all(p.device.type == "meta" and p.requires_grad and p.grad is None for p in trace.model.parameters())

@@ -11,6 +11,7 @@ from tinytl.models.supernet import largest_subnet, sample_subnet, smallest_subne
 from tinytl.policies import POLICIES
 from tinytl.search.memory import memory_table, subnet_memory_bytes
 from tinytl.search.space import decode, random_genes
+from tinytl.models.setting import ModelSetting
 
 CASES = [(largest_subnet(), 224, "lite+bias", 8, 102), (smallest_subnet(), 160, "bias", 1, 10)]
 rng = random.Random(7)
@@ -21,7 +22,8 @@ CASES += [(sample_subnet(rng), r, p, b, c) for r, p, b, c in
 
 @pytest.mark.parametrize("config,resolution,policy,batch,classes", CASES)
 def test_analytic_equals_walk(config, resolution, policy, batch, classes):
-    report = profile_memory("supernet", policy, resolution, batch, classes, subnet=config)
+    report = profile_memory(ModelSetting("supernet", resolution, classes, subnet=config),
+                            policy=policy, batch_size=batch)
     assert subnet_memory_bytes(config, resolution, policy, batch, classes) == report.total_bytes
 
 
@@ -29,7 +31,7 @@ def test_analytic_equals_walk(config, resolution, policy, batch, classes):
 def test_analytic_equals_walk_other_builds(norm, lite):
     config = sample_subnet(random.Random(11))
     for policy in ("full", "bias"):
-        report = profile_memory("supernet", policy, 96, 8, 10, lite_residual=lite, norm=norm, subnet=config)
+        report = profile_memory(ModelSetting("supernet", 96, 10, lite, norm, config), policy=policy, batch_size=8)
         assert subnet_memory_bytes(config, 96, policy, 8, 10, lite_residual=lite, norm=norm) == report.total_bytes
 
 

@@ -1,5 +1,7 @@
 """Compare: every update policy at once (the paper's Table 2 and Fig. 3), theory vs paper vs PyTorch."""
 
+from dataclasses import replace
+
 import pandas as pd
 import streamlit as st
 
@@ -9,6 +11,7 @@ from explorer.controls import CUSTOM, sidebar_settings, url_choice
 from explorer.paper_values import TABLE2_BATCH, TABLE2_MB, TABLE2_RESOLUTION, matches_paper_setting, \
     reported_by_batch, reported_by_resolution
 from tinytl.errors import TinyTLError
+from tinytl.models.setting import ModelSetting
 from tinytl.policies import POLICIES
 
 RESOLUTIONS = (128, 160, 192, 224, 256, 288, 320)
@@ -19,34 +22,35 @@ def _variant(key: str):
     return {v.key: v for v in variants()}[key]
 
 
-def _row(model_key: tuple, policy: str, batch: int, bits: int, variant_key: str) -> dict:
-    report = price(model_trace(*model_key), policy, batch, bits, _variant(variant_key))
-    return {"policy": policy, "variant": variant_key, "resolution": model_key[1], "batch size": batch,
+def _row(model: ModelSetting, policy: str, batch: int, bits: int, variant_key: str) -> dict:
+    report = price(model_trace(model), policy, batch, bits, _variant(variant_key))
+    return {"policy": policy, "variant": variant_key, "resolution": model.resolution, "batch size": batch,
             "total MB": report.total_mb, "activation MB": report.activation_mb, "param MB": report.param_mb}
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def policy_table(model_key: tuple, policies: tuple, batch: int, bits: int,
+def policy_table(model: ModelSetting, policies: tuple, batch: int, bits: int,
                  variant_keys: tuple) -> tuple[pd.DataFrame, dict[str, str]]:
     """Totals per (policy, view) and, for policies that cannot apply, the reason."""
     rows, skipped = [], {}
     for policy in policies:
         try:
-            rows += [_row(model_key, policy, batch, bits, key) for key in variant_keys]
+            rows += [_row(model, policy, batch, bits, key) for key in variant_keys]
         except TinyTLError as err:
             skipped[policy] = str(err)
     return pd.DataFrame(rows), skipped
 
 
 @st.cache_data(max_entries=256, show_spinner="Walking the model at each resolution (shapes only)…")
-def sweep(model_keys: tuple, policies: tuple, batches: tuple, bits: int, variant_key: str) -> pd.DataFrame:
+def sweep(models: tuple[ModelSetting, ...], policies: tuple, batches: tuple, bits: int,
+          variant_key: str) -> pd.DataFrame:
     """Totals for every (model setting, batch, policy) that can be analysed, under one view."""
     rows = []
-    for model_key in model_keys:
+    for model in models:
         for batch in batches:
             for policy in policies:
                 try:
-                    rows.append(_row(model_key, policy, batch, bits, variant_key))
+                    rows.append(_row(model, policy, batch, bits, variant_key))
                 except TinyTLError:
                     continue  # a policy that cannot apply is reported by the bar chart above
     return pd.DataFrame(rows)
@@ -60,9 +64,9 @@ st.caption("All six policies (and your custom one) priced by every view, like th
 
 views = variants()
 policies = tuple(POLICIES) + ((settings.policy_spec,) if settings.policy == CUSTOM else ())
-model_key = settings.model_key
-result = guarded(lambda: (model_trace(*model_key), policy_table(
-    model_key, policies, settings.batch_size, settings.frozen_bits, tuple(v.key for v in views)))[1])
+model = guarded(settings.model_setting)
+result = None if model is None else guarded(lambda: (model_trace(model), policy_table(
+    model, policies, settings.batch_size, settings.frozen_bits, tuple(v.key for v in views)))[1])
 if result is None:
     st.info("Fix the setting in the sidebar; the page updates as soon as it can be analysed.")
     st.stop()
@@ -91,9 +95,9 @@ shown = tuple(p for p in policies if p not in skipped)
 resolutions = tuple(sorted({*RESOLUTIONS, settings.resolution}))
 batches = tuple(sorted({*BATCHES, settings.batch_size}))
 left, right = st.columns(2)
-by_res = sweep(tuple((settings.backbone, r, settings.classes, settings.lite_residual, settings.norm)
-                     for r in resolutions), shown, (settings.batch_size,), settings.frozen_bits, chosen.key)
-by_batch = sweep((model_key,), shown, batches, settings.frozen_bits, chosen.key)
+by_res = sweep(tuple(replace(model, resolution=r) for r in resolutions), shown, (settings.batch_size,),
+               settings.frozen_bits, chosen.key)
+by_batch = sweep((model,), shown, batches, settings.frozen_bits, chosen.key)
 reported_res = {p: reported_by_resolution(p, settings.batch_size) for p in shown} if paper_setting else {}
 reported_batch = {p: reported_by_batch(p, settings.resolution) for p in shown} if paper_setting else {}
 if not by_res.empty:

@@ -20,7 +20,8 @@ st.caption("One training step's memory, priced from a single shape-only walk of 
            "in decimal MB. Device verdicts (below) add gradients, optimizer state, buffers and each device's "
            "reserve for its OS and runtime.")
 
-trace = guarded(lambda: model_trace(*settings.model_key))
+model = guarded(settings.model_setting)
+trace = None if model is None else guarded(lambda: model_trace(model))
 views = variants()
 reports = None if trace is None else guarded(lambda: {
     v: price(trace, settings.policy_spec, settings.batch_size, settings.frozen_bits, v) for v in views})
@@ -33,7 +34,7 @@ st.subheader(f"{settings.backbone} · {reports[views[0]].policy} · {settings.re
 cards = dict(zip(views, st.columns(len(views))))
 for v, report in reports.items():
     column = cards[v]
-    full = full_reference(settings.model_key, settings.frozen_bits, v.key).total_at_batch(settings.batch_size)
+    full = full_reference(model, settings.frozen_bits, v.key).total_at_batch(settings.batch_size)
     column.metric(v.title, f"{report.total_mb:.2f} MB", delta=f"{(report.total_bytes / full - 1) * 100:+.1f}% vs full",
                   delta_color="inverse", help=v.description, border=True)
     column.caption(f"activations {report.activation_mb:.2f} MB (peak at `{report.peak_layer}`) + parameters "

@@ -11,6 +11,7 @@ from tinytl.devices import DEVICES
 from tinytl.errors import TinyTLError
 from tinytl.paths import check_app_path
 from tinytl.memory import profile_memory
+from tinytl.models.setting import ModelSetting
 from tinytl.models.supernet import parse_subnet
 from tinytl.policies import PAPER_NAMES, POLICIES
 from tinytl.search.evolution import SearchSettings, pareto_front, random_points, search_subnets
@@ -249,7 +250,8 @@ subnet, resolution = point["subnet"], int(point["resolution"])
 
 st.subheader(f"Sub-net at {resolution} px")
 st.code(subnet, language="json")
-report = profile_memory("supernet", policy, resolution, batch_size, classes, subnet=subnet)
+report = profile_memory(ModelSetting("supernet", resolution, classes, subnet=subnet), policy=policy,
+                        batch_size=batch_size)
 predicted = shown_accuracy(model.predict(encode(parse_subnet(subnet), resolution, model.resolutions)[None, :])[0])
 m1, m2, m3 = st.columns(3)
 m1.metric("Predicted accuracy", f"{predicted:.1%}", help="the accuracy predictor's estimate for this point")

@@ -56,7 +56,7 @@ st.title("Why bias-only training saves memory")
 st.caption("Training memory is dominated by activations, not parameters. What a layer must keep for the backward "
            "pass depends on which gradients it has to produce. Pick a layer of the model and tick what trains.")
 
-trace = guarded(lambda: model_trace(*settings.model_key))
+trace = guarded(lambda: model_trace(settings.model_setting()))
 if trace is None:
     st.stop()
 

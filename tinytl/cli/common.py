@@ -7,6 +7,7 @@ import json
 import sys
 
 from tinytl.models.layers import NORMS
+from tinytl.models.setting import ModelSetting
 from tinytl.validation import arg, check_batch_size, check_classes, check_resolution
 
 
@@ -28,6 +29,11 @@ def add_model_args(parser: argparse.ArgumentParser, default_policy: str = "lite+
                         help='super-net sub-net (--backbone supernet): {"d": [5 depths in 2..4], '
                              '"e": [20 expand ratios in 3,4,6], "ks": [20 kernels in 3,5,7]}')
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def model_setting(args: argparse.Namespace) -> ModelSetting:
+    """The model setting the flags of `add_model_args` describe."""
+    return ModelSetting(args.backbone, args.resolution, args.classes, args.lite_residual, args.norm, args.subnet)
 
 
 def print_json(obj: dict) -> None:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from tinytl.cli.common import add_model_args, print_json
+from tinytl.cli.common import add_model_args, model_setting, print_json
 from tinytl.engine import ENGINE_MODES
-from tinytl.errors import TinyTLError
 from tinytl.validation import check_batch_size
 from tinytl.memory.measure import TORCH_DEVICES, measure_training_step
 from tinytl.validation import arg, at_least, check_seed
@@ -36,14 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_batch_size(args.batch_size)
-    options = {}
-    if getattr(args, "subnet", None) is not None:
-        if args.backbone != "supernet":
-            raise TinyTLError(f"a subnet applies only to the 'supernet' backbone, not {args.backbone!r}")
-        options["subnet"] = args.subnet
-    result = measure_training_step(args.backbone, args.policy, args.resolution, args.batch_size, args.classes,
-                                   args.norm, args.lite_residual, args.engine_mode, args.device, args.seed,
-                                   args.timing_steps, not args.no_checkpoint, **options)
+    result = measure_training_step(model_setting(args), policy=args.policy, batch_size=args.batch_size,
+                                   engine_mode=args.engine_mode, device=args.device, seed=args.seed,
+                                   timing_steps=args.timing_steps, checkpoint=not args.no_checkpoint)
     out = result.to_dict(layers=args.layers)
     if args.json:
         print_json(out)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from tinytl.cli.common import add_model_args, print_json
+from tinytl.cli.common import add_model_args, model_setting, print_json
 from tinytl.engine import ENGINE_MODES
-from tinytl.memory import VIEWS, profile_memory
+from tinytl.memory import VIEWS, get_view, profile_memory
 from tinytl.validation import arg, check_frozen_bits
 
 TABLE_COLUMNS = ["name", "type", "output_shape", "params", "trainable_params", "stored_bytes", "tmp_bytes",
@@ -35,17 +35,15 @@ def run(args: argparse.Namespace) -> int:
 
         print("\n".join(list_backbones()))
         return 0
-    report = profile_memory(args.backbone, args.policy, args.resolution, args.batch_size, args.classes,
-                            args.frozen_bits, args.lite_residual, args.norm, args.view, subnet=args.subnet,
-                            **({"mode": args.engine_mode} if args.view == "engine" else {}))
+    model = model_setting(args)
+    report = profile_memory(model, policy=args.policy, batch_size=args.batch_size, frozen_bits=args.frozen_bits,
+                            view=args.view, **get_view(args.view).pick_options(mode=args.engine_mode))
     out = report.to_dict()
     if args.subnet is not None:
         out["subnet"] = json.loads(args.subnet)
     if args.flops:
         from tinytl.memory.flops import count_macs
-        extra = {"subnet": args.subnet} if args.subnet is not None else {}
-        out["macs"] = count_macs(args.backbone, args.resolution, args.classes, args.lite_residual, args.norm,
-                                 **extra)
+        out["macs"] = count_macs(model)
     if args.json:
         print_json(out)
         return 0

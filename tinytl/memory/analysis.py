@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from tinytl.errors import TinyTLError
 from tinytl.memory.report import LayerRow, MemoryReport, live_lines
 from tinytl.memory.views import ACT_BYTES, LayerGrads, ViewContext, get_view
 from tinytl.memory.walk import ModelTrace, trace_backbone
-from tinytl.models.supernet import parse_subnet
+from tinytl.models.setting import ModelSetting
 from tinytl.policies import Policy, classifier_name, policy_label, trainable_names
 from tinytl.validation import check_batch_size, check_frozen_bits
 
@@ -68,21 +67,13 @@ def analyze(trace: ModelTrace, policy: Policy, batch_size: int = 8, frozen_bits:
 
 
 @lru_cache(maxsize=32)
-def cached_trace(backbone: str, resolution: int, num_classes: int, lite_residual: bool = True,
-                 norm: str = "gn", subnet: str | None = None) -> ModelTrace:
-    """The walk for a setting, cached: policy, batch, bits and view changes reuse it (subnet: JSON text)."""
-    extra = {"subnet": subnet} if subnet is not None else {}
-    return trace_backbone(backbone, resolution, num_classes, lite_residual, norm, **extra)
+def cached_trace(model: ModelSetting) -> ModelTrace:
+    """The walk for a model setting, cached: policy, batch, bits and view changes reuse it."""
+    return trace_backbone(model)
 
 
-def profile_memory(backbone: str, policy: Policy = "lite+bias", resolution: int = 224, batch_size: int = 8,
-                   num_classes: int = 102, frozen_bits: int = 8, lite_residual: bool = True,
-                   norm: str = "gn", view: str = "paper", subnet: object = None, **options) -> MemoryReport:
-    """One call from settings to report (walks once per distinct model setting, then cached); defaults are the
-    paper's setting (224 px, batch 8, a 102-class head, 8-bit frozen weights), as in the CLI and the app."""
-    if subnet is not None:
-        if backbone != "supernet":
-            raise TinyTLError(f"a subnet applies only to the 'supernet' backbone, not {backbone!r}")
-        subnet = parse_subnet(subnet).to_json()
-    trace = cached_trace(backbone, resolution, num_classes, lite_residual, norm, subnet)
-    return analyze(trace, policy, batch_size, frozen_bits, view, **options)
+def profile_memory(model: ModelSetting | None = None, *, policy: Policy = "lite+bias", batch_size: int = 8,
+                   frozen_bits: int = 8, view: str = "paper", **view_options) -> MemoryReport:
+    """One call from a model setting to a report (walks once per distinct setting, then cached); the defaults
+    are the paper's setting (ModelSetting(): 224 px, a 102-class head; batch 8, 8-bit frozen weights)."""
+    return analyze(cached_trace(model or ModelSetting()), policy, batch_size, frozen_bits, view, **view_options)

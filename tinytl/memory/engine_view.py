@@ -136,6 +136,7 @@ ENGINE = register_view(View(
         ("conv", _conv), ("linear", _conv), ("norm", _norm), ("relu", _relu), ("act", _act),
         ("dropout", _dropout), ("other", _other))},
     frozen_storage_bits=lambda bits: 8 if bits <= 8 else 32,
+    options={"mode": ENGINE_MODES},
     description="What tinytl.engine keeps (option mode: exact or recompute): inputs only for training "
                 "weights, 1-bit ReLU/Hardsigmoid/dropout masks, inputs of SiLU/Hardswish/GELU, x_hat for "
                 "GroupNorm / batch-statistics BatchNorm whenever "

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from tinytl.validation import check_resolution
-from tinytl.models import build_model
+from tinytl.models.setting import ModelSetting
 
 
 MAC_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum")
 
 
-def count_macs(backbone: str, resolution: int = 224, num_classes: int = 1000, lite_residual: bool = True,
-               norm: str = "gn", **options) -> int:
+def count_macs(model: ModelSetting) -> int:
     """MACs of one forward at batch 1 in conv and matrix products (fvcore counts one per multiply-add)."""
     from fvcore.nn import FlopCountAnalysis
 
-    check_resolution(resolution)
-    model = build_model(backbone, num_classes, lite_residual=lite_residual, norm=norm, **options).eval()
+    net = model.build().eval()
     with torch.no_grad():
-        analysis = FlopCountAnalysis(model, torch.zeros(1, 3, resolution, resolution))
+        analysis = FlopCountAnalysis(net, torch.zeros(1, 3, model.resolution, model.resolution))
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         by_op = analysis.by_operator()

@@ -29,7 +29,7 @@ from tinytl.memory.analysis import analyze, cached_trace
 from tinytl.memory.host import check_fits_host
 from tinytl.memory.views import VIEWS
 from tinytl.memory.walk import leaf_modules
-from tinytl.models import build_model
+from tinytl.models.setting import ModelSetting
 from tinytl.policies import Policy, apply_policy
 
 OUTSIDE_LAYERS = "(outside leaf layers)"
@@ -268,26 +268,25 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
     return worst
 
 
-def compare_engines(backbone: str, policy: Policy, resolution: int = 224, batch_size: int = 8,
-                    num_classes: int = 102, norm: str = "gn", lite_residual: bool = True,
+def compare_engines(model: ModelSetting, *, policy: Policy, batch_size: int = 8,
                     engine_modes: tuple[str, ...] = ("exact",), device: str = "cpu", seed: int = 0,
-                    timing_steps: int = 5, checkpoint: bool = True, **model_options) -> list[StepComparison]:
+                    timing_steps: int = 5, checkpoint: bool = True) -> list[StepComparison]:
     """Stock PyTorch, stock with checkpointed blocks and the engine in each mode, from the same weights and inputs.
 
     Memory and gradients come from one instrumented step per contender; times from `timing_steps` rounds
     in which every contender steps once (interleaved, median), after one warm-up round.
     """
     dev = check_device(device)
-    trace = cached_trace(backbone, resolution, num_classes, lite_residual, norm, **model_options)
+    trace = cached_trace(model)
     predicted_stock = analyze(trace, policy, batch_size, view="pytorch", device=dev.type)
     copies = 1 + checkpoint + len(engine_modes)  # every contender's model lives at once; their steps run in turn
     check_fits_host(predicted_stock.total_bytes + (copies - 1) * predicted_stock.param_bytes, "this measurement",
                     dev.type)
     torch.manual_seed(seed)
-    base = build_model(backbone, num_classes, lite_residual=lite_residual, norm=norm, **model_options)
+    base = model.build()
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, 3, resolution, resolution, generator=gen).to(dev)
-    y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(dev)
+    x = torch.randn(batch_size, 3, model.resolution, model.resolution, generator=gen).to(dev)
+    y = torch.randint(0, model.classes, (batch_size,), generator=gen).to(dev)
 
     models = {"pytorch": apply_policy_copy(base, policy, dev)}
     predicted: dict[str, int | None] = {"pytorch": predicted_stock.stored_activation_bytes}
@@ -298,8 +297,8 @@ def compare_engines(backbone: str, policy: Policy, resolution: int = 224, batch_
         models[mode] = convert_model(apply_policy_copy(base, policy, dev), mode=mode)
         predicted[mode] = (analyze(trace, policy, batch_size, view="engine", mode=mode).stored_activation_bytes
                            if "engine" in VIEWS else None)
-    memory = {name: _instrumented_step(model, x, y, seed) for name, model in models.items()}
-    times = interleaved_times({name: partial(_step, model, x, y, seed) for name, model in models.items()},
+    memory = {name: _instrumented_step(net, x, y, seed) for name, net in models.items()}
+    times = interleaved_times({name: partial(_step, net, x, y, seed) for name, net in models.items()},
                               timing_steps, dev)
     del models
     runs = {name: RunMeasurement(saved_activation_bytes=saved, predicted_saved_activation_bytes=predicted[name],
@@ -308,9 +307,10 @@ def compare_engines(backbone: str, policy: Policy, resolution: int = 224, batch_
             for name, (saved, peak, by_layer, loss, _) in memory.items()}
     grads = {name: m[4] for name, m in memory.items()}
     scale = max((float(g.abs().max()) for g in grads["pytorch"].values() if g.numel()), default=0.0)
-    setting = {"backbone": backbone, "policy": predicted_stock.policy, "resolution": resolution,
-               "batch_size": batch_size, "classes": num_classes, "norm": norm, "lite_residual": lite_residual,
-               "device": dev.type, "timing_rounds": timing_steps}
+    setting = {"backbone": model.backbone, "policy": predicted_stock.policy, "resolution": model.resolution,
+               "batch_size": batch_size, "classes": model.classes, "norm": model.norm,
+               "lite_residual": model.lite_residual, "device": dev.type, "timing_rounds": timing_steps,
+               **({"subnet": model.subnet} if model.subnet is not None else {})}
     return [StepComparison(
         setting={**setting, "engine_mode": mode}, pytorch=runs["pytorch"], engine=runs[mode],
         max_grad_abs_diff=max_abs_diff(grads["pytorch"], grads[mode]), grad_scale=scale,
@@ -326,10 +326,9 @@ def apply_policy_copy(model: nn.Module, policy: Policy, device: torch.device) ->
     return twin
 
 
-def measure_training_step(backbone: str, policy: Policy, resolution: int = 224, batch_size: int = 8,
-                          num_classes: int = 102, norm: str = "gn", lite_residual: bool = True,
-                          engine_mode: str = "exact", device: str = "cpu", seed: int = 0,
-                          timing_steps: int = 5, checkpoint: bool = True, **model_options) -> StepComparison:
+def measure_training_step(model: ModelSetting, *, policy: Policy, batch_size: int = 8, engine_mode: str = "exact",
+                          device: str = "cpu", seed: int = 0, timing_steps: int = 5,
+                          checkpoint: bool = True) -> StepComparison:
     """One real training step with stock PyTorch, checkpointed stock and the engine on the same weights and inputs."""
-    return compare_engines(backbone, policy, resolution, batch_size, num_classes, norm, lite_residual,
-                           (engine_mode,), device, seed, timing_steps, checkpoint, **model_options)[0]
+    return compare_engines(model, policy=policy, batch_size=batch_size, engine_modes=(engine_mode,), device=device,
+                           seed=seed, timing_steps=timing_steps, checkpoint=checkpoint)[0]

@@ -64,6 +64,17 @@ class View:
     # views that price a recorded step instead of rules: (trace, policy, trainable names, batch, bits,
     # policy label, options) -> MemoryReport
     report: Callable[..., object] | None = None
+    # options the view takes, by name, with their allowed values (the first is the default)
+    options: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def pick_options(self, **given: object) -> dict[str, object]:
+        """Those of `given` that this view declares (e.g. the engine's mode), so callers need not know which do."""
+        picked = {k: v for k, v in given.items() if k in self.options}
+        for name, value in picked.items():
+            if value not in self.options[name]:
+                raise TinyTLError(f"unknown {self.name} {name} {value!r}; choose one of "
+                                  f"{', '.join(self.options[name])}")
+        return picked
 
     def cost(self, layer: LayerRecord, grads: LayerGrads, ctx: ViewContext) -> LayerCost:
         rule = self.rules.get(layer.kind)

@@ -13,11 +13,10 @@ import torch
 from torch import nn
 
 from tinytl.errors import TinyTLError
-from tinytl.models import build_model
 from tinytl.models.registry import BLOCK_TYPES
+from tinytl.models.setting import ModelSetting
 from tinytl.models.torchvision_backbones import RESNET_BLOCKS, InvertedResidualV2, InvertedResidualV3
 from tinytl.policies import NORM_TYPES
-from tinytl.validation import check_classes, check_resolution
 
 
 
@@ -219,11 +218,7 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
         buffer_numel=sum(b.numel() for b in model.buffers()), input_shape=(1, *x.shape[1:]))
 
 
-def trace_backbone(backbone: str, resolution: int = 224, num_classes: int = 1000,
-                   lite_residual: bool = True, norm: str = "gn", **options) -> ModelTrace:
-    """Build a backbone on the meta device and walk it (shapes only)."""
-    check_resolution(resolution)
-    check_classes(num_classes)
-    model = build_model(backbone, num_classes, lite_residual=lite_residual, norm=norm, device="meta",
-                        **options)
-    return trace_model(model, resolution, backbone, num_classes, lite_residual, norm)
+def trace_backbone(model: ModelSetting) -> ModelTrace:
+    """Build a model setting on the meta device and walk it (shapes only)."""
+    return trace_model(model.build("meta"), model.resolution, model.backbone, model.classes, model.lite_residual,
+                       model.norm)

@@ -205,7 +205,8 @@ def memory_table(resolutions: tuple[int, ...], num_classes: int, policy: str = "
 def subnet_memory_bytes(config: SubnetConfig, resolution: int, policy: str = "lite+bias", batch_size: int = 8,
                         num_classes: int = 1000, frozen_bits: int = 8, lite_residual: bool = True,
                         norm: str = "gn") -> int:
-    """Training memory (bytes, paper view) of one sub-net: equals `profile_memory('supernet', ..., subnet=config)`."""
+    """Training memory (bytes, paper view) of one sub-net: equals `profile_memory` of
+    `ModelSetting('supernet', ..., subnet=config)`."""
     check_batch_size(batch_size)
     check_frozen_bits(frozen_bits)
     table = memory_table((resolution,), num_classes, policy, lite_residual, norm)

@@ -8,6 +8,7 @@ from torch import nn
 
 from tinytl.errors import TinyTLError
 from tinytl.models import build_model, check_backbone
+from tinytl.models.setting import ModelSetting
 from tinytl.models.supernet import parse_subnet
 from tinytl.policies import parse_policy, policy_label
 from tinytl.validation import (check_batch_size, check_frozen_bits, check_int, check_label_smoothing, check_lr,
@@ -62,6 +63,10 @@ class FinetuneSettings:
     def from_dict(cls, values: dict) -> FinetuneSettings:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+    def model_setting(self, num_classes: int) -> ModelSetting:
+        """The model this run trains, with a `num_classes` head (the dataset decides it)."""
+        return ModelSetting(self.backbone, self.resolution, num_classes, self.lite_residual, self.norm, self.subnet)
 
     def validate(self) -> FinetuneSettings:
         """Raise TinyTLError on a setting that cannot run; return self with the policy label normalised."""

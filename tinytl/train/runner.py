@@ -54,10 +54,11 @@ def predicted_memory(settings: FinetuneSettings, num_classes: int) -> dict[str, 
 
     The engine view is priced in the mode the run uses (recompute for `tinytl-recompute`, else exact)."""
     bits = settings.frozen_bits or 32
-    return {view: profile_memory(settings.backbone, settings.policy, settings.resolution, settings.batch_size,
-                                 num_classes, bits, settings.lite_residual, settings.norm, view, settings.subnet,
-                                 **({"mode": run_engine_mode(settings.engine)} if view == "engine" else {})).total_mb
-            for view in VIEWS}
+    model = settings.model_setting(num_classes)
+    mode = run_engine_mode(settings.engine)
+    return {name: profile_memory(model, policy=settings.policy, batch_size=settings.batch_size, frozen_bits=bits,
+                                 view=name, **view.pick_options(mode=mode)).total_mb
+            for name, view in VIEWS.items()}
 
 
 def prepare_run(settings: FinetuneSettings) -> PreparedRun:
