@@ -91,11 +91,10 @@ CUSTOM = ["subnet", "source", "resolution", "memory MB", "accuracy", "depths", "
 
 
 def figure(points: pd.DataFrame, front: pd.DataFrame, measured: pd.DataFrame, budget: float, devices,
-           show_dominated: bool, best: pd.DataFrame | None = None) -> go.Figure:
+           span: float, show_dominated: bool, best: pd.DataFrame | None = None) -> go.Figure:
     """Scatter of sub-nets (over-budget styled apart), the front as a line, the searched best as a star,
-    measured runs, budget lines."""
+    measured runs, budget lines (`devices`: those within the memory axis's `span`)."""
     fig = go.Figure()
-    span = chart_span(points, front, budget)
     if not show_dominated:
         points = points.iloc[pareto_front(points["memory MB"].to_numpy(), points["accuracy"].to_numpy())]
     for name, part, marker in (
@@ -124,7 +123,7 @@ def figure(points: pd.DataFrame, front: pd.DataFrame, measured: pd.DataFrame, bu
                            bgcolor="rgba(255,255,255,0.85)", bordercolor="#F58518", font=dict(size=12))
     fig.add_vline(x=budget, line=dict(color=COLORS["budget"], width=2), annotation_text=f"budget {budget:g} MB",
                   annotation_position="top right")
-    for device, row in label_rows([d for d in devices if d.budget_mb <= span], span):
+    for device, row in label_rows(devices, span):
         fig.add_vline(x=device.budget_mb, line=dict(color="#9D755D", dash="dot"))
         fig.add_annotation(x=device.budget_mb, y=ROW_HEIGHT * row, yref="paper", yanchor="bottom", xanchor="left",
                            text=device.name, showarrow=False, font=dict(size=11, color="#7A5A46"),
@@ -215,10 +214,12 @@ for (key, res), info in measured_runs.items():
 measured = pd.concat(measured_parts) if measured_parts else pd.DataFrame(columns=CUSTOM)
 
 best_frame = point_frame([result["best"]], "searched best (predicted)") if result else None
+span = chart_span(points, front, budget)
 shown_devices = [d for d in DEVICES if d.name in device_names]
-event = st.plotly_chart(figure(points, front, measured, budget, shown_devices, show_dominated, best_frame),
+drawn = [d for d in shown_devices if d.budget_mb <= span]
+event = st.plotly_chart(figure(points, front, measured, budget, drawn, span, show_dominated, best_frame),
                         key="pareto_chart", on_select="rerun", selection_mode="points")
-beyond = [f"{d.name} ({d.budget_mb:,.0f} MB)" for d in shown_devices if d.budget_mb > chart_span(points, front, budget)]
+beyond = [f"{d.name} ({d.budget_mb:,.0f} MB)" for d in shown_devices if d not in drawn]
 st.caption("Hover a point for its configuration; click one to inspect it below."
            + (f" Beyond this chart's memory range, so not drawn: {', '.join(beyond)}." if beyond else ""))
 

@@ -6,7 +6,7 @@ import streamlit as st
 from explorer import charts
 from explorer.compute import guarded, model_trace, price, variants
 from explorer.controls import sidebar_settings, url_choice
-from explorer.lesson import (autograd_keeps, bias_owner, lesson_caption, norm_gap_text, peak_parts,
+from explorer.lesson import (TENSORS, autograd_keeps, bias_owner, lesson_caption, norm_gap_text, peak_parts,
                             shared_peak_text, split_summary)
 from tinytl.memory import get_view
 from tinytl.memory.engine_view import affine_in_x
@@ -49,7 +49,7 @@ NORM_INPUT = {  # dL/dx of a norm: affine in x (frozen running statistics) or no
 NAMES = {"conv": ("W (weight)", "b (bias)"), "linear": ("W (weight)", "b (bias)"),
          "norm": ("γ (scale)", "β (shift)")}
 DEFAULT_LAYER = "blocks.1.conv.expand.conv"  # the peak layer of TinyTL-B/L/L+B in the paper's setting
-ENGINE_EXACT = get_view("engine")
+ENGINE = get_view("engine")  # priced with no options: its exact mode
 
 settings = sidebar_settings()
 st.title("Why bias-only training saves memory")
@@ -95,7 +95,7 @@ x_bytes = ACT_BYTES * record.input_numel * batch
 measured = autograd_keeps(record, grads.weight, grads.bias, grads.input, batch)
 ctx = ViewContext(any_backward=grads.any, norm=trace.norm)
 rule = get_view("paper").cost(record, grads, ctx)
-engine = ENGINE_EXACT.cost(record, grads, ctx)
+engine = ENGINE.cost(record, grads, ctx)
 engine_bytes = engine.stored * batch + engine.fixed
 weight = record.module.weight
 rows = ["x (input activation)", w_name, b_name] + (["statistics (mean, 1/σ)"] if record.kind == "norm" else [])
@@ -106,7 +106,7 @@ kept = pd.DataFrame({
     "paper rule MB": [rule.stored * batch / MB] + [0.0] * (len(rows) - 1),
     "formulas need MB": ([min(engine_bytes, x_bytes) / MB, 0.0, 0.0]
                          + ([max(engine_bytes - x_bytes, 0) / MB] if record.kind == "norm" else [])),
-    "PyTorch keeps MB": [measured[k] / MB for k in ("x", "W", "b", "stats")][:len(rows)],
+    "PyTorch keeps MB": [measured[k] / MB for k in TENSORS][:len(rows)],
 })
 left, right = st.columns([3, 2])
 left.plotly_chart(charts.kept_bytes_chart(kept), key="layer_kept_chart")

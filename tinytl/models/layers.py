@@ -45,15 +45,20 @@ def group_count(channels: int, max_per_group: int = 8) -> int:
     return channels // d
 
 
+def check_norm(norm: str) -> str:
+    """`norm` if it is one of NORMS, else a TinyTLError naming them."""
+    if norm not in NORMS:
+        raise TinyTLError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    return norm
+
+
 def make_norm(channels: int, norm: str, eps: float = 1e-3) -> nn.Module:
     """Norm layer for a mode: 'gn' GroupNorm (8 ch/group), 'bn' BatchNorm, 'bn-frozen' fixed-stat BN."""
-    if norm == "gn":
+    if check_norm(norm) == "gn":
         return nn.GroupNorm(group_count(channels), channels, eps=eps)
     if norm == "bn":
         return nn.BatchNorm2d(channels, eps=eps)
-    if norm == "bn-frozen":
-        return FrozenStatsBatchNorm2d(channels, eps=eps)
-    raise TinyTLError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    return FrozenStatsBatchNorm2d(channels, eps=eps)
 
 
 def make_conv(norm: str, *args, **kwargs) -> nn.Conv2d:

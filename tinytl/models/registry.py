@@ -12,7 +12,7 @@ from torchvision.models.efficientnet import FusedMBConv, MBConv
 from torchvision.ops.misc import SqueezeExcitation
 
 from tinytl.errors import TinyTLError
-from tinytl.models.layers import NORMS, LiteResidual
+from tinytl.models.layers import LiteResidual, check_norm
 from tinytl.models.proxylessnas import MBBlock, ProxylessNASMobile
 from tinytl.models import torchvision_backbones as tvb
 
@@ -68,8 +68,7 @@ def build_model(name: str, num_classes: int = 1000, lite_residual: bool = True, 
                 device: str | torch.device = "cpu", **options) -> nn.Module:
     """Build a backbone with a fresh `num_classes` head; device 'meta' builds shapes only (for analysis)."""
     check_backbone(name)
-    if norm not in NORMS:
-        raise TinyTLError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    check_norm(norm)
     if num_classes < 1:
         raise TinyTLError(f"classes must be >= 1, got {num_classes}")
     if name in _BUILDERS:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from tinytl.errors import TinyTLError
-from tinytl.models.layers import NORMS
+from tinytl.models.layers import check_norm
 from tinytl.models.registry import build_model, check_backbone
 from tinytl.models.supernet import parse_subnet
 from tinytl.validation import check_classes, check_resolution
@@ -36,8 +36,7 @@ class ModelSetting:
         object.__setattr__(self, "resolution", check_resolution(self.resolution))
         object.__setattr__(self, "classes", check_classes(self.classes))
         object.__setattr__(self, "lite_residual", bool(self.lite_residual))
-        if self.norm not in NORMS:
-            raise TinyTLError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        check_norm(self.norm)
         if self.subnet is not None:
             if self.backbone != "supernet":
                 raise TinyTLError(f"a subnet applies only to the 'supernet' backbone, not {self.backbone!r}")

@@ -20,7 +20,7 @@ import torch
 from tinytl.errors import TinyTLError
 from tinytl.validation import check_batch_size, check_frozen_bits
 from tinytl.memory.views import ACT_BYTES, LayerGrads, ViewContext, get_view
-from tinytl.models.layers import NORMS
+from tinytl.models.layers import check_norm
 from tinytl.models.proxylessnas import FEATURE_CHANNELS, FIRST_BLOCK_CHANNELS, STEM_CHANNELS
 from tinytl.models.supernet import (EXPANDS, KERNELS, LAST_BLOCK, NUM_SLOTS, STAGE_WIDTHS, SubnetConfig,
                                     SubnetModel, largest_subnet, lite_kernels, slot_layout, smallest_subnet)
@@ -154,8 +154,7 @@ def _check_setting(policy: str, num_classes: int, norm: str) -> None:
         raise TinyTLError(f"sub-net memory prices the canonical policies ({', '.join(POLICIES)}), not {policy!r}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise TinyTLError(f"classes must be an integer >= 1, got {num_classes!r}")
-    if norm not in NORMS:
-        raise TinyTLError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    check_norm(norm)
 
 
 @lru_cache(maxsize=64)
