@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tinytl.engine import functional
 from tinytl.engine import ENGINE_MODES, convert_model, is_converted, pack_mask, restore_model, unpack_mask
 from tinytl.errors import TinyTLError
 from tinytl.models import build_model
@@ -88,6 +89,23 @@ def test_packed_mask_round_trip(device, shape):
 def test_packed_mask_bit_order():
     mask = torch.tensor([True, False, False, False, False, False, False, True, True])
     assert pack_mask(mask).tolist() == [1 + 128, 1]
+
+
+def test_mask_computed_in_slices_equals_the_whole_tensor_mask(monkeypatch):
+    """pack_mask_of works slice by slice; bytes equal packing the whole mask, also where a slice boundary falls
+    inside the last partial byte and for the activations that use it (ReLU6 at 0 / 6 exactly, LeakyReLU)."""
+    monkeypatch.setattr(functional, "MASK_CHUNK", 64)
+    x = torch.randn(3, 5, 7, 11) * 4  # 1155 elements: 18 slices, the last one partial
+    x.view(-1)[::17] = 6.0
+    x.view(-1)[::19] = 0.0
+    for predicate in (lambda v: v > 0, lambda v: v.sub(6).mul_(v).bool()):
+        assert torch.equal(functional.pack_mask_of(x, predicate), pack_mask(predicate(x)))
+    for stock in (nn.ReLU6(), nn.LeakyReLU(0.1)):
+        engine = convert_model(nn.Sequential(copy.deepcopy(stock))).get_submodule("0")
+        x_e, x_s = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        engine(x_e * 1.0).square().sum().backward()
+        stock(x_s * 1.0).square().sum().backward()
+        assert torch.equal(x_e.grad, x_s.grad)
 
 
 def _saved_bytes(fn, module: nn.Module | None = None) -> int:

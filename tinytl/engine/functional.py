@@ -26,6 +26,7 @@ _STATE = threading.local()  # .recomputing: depth of block re-runs in progress (
 # (8 bytes of 0/1, read as one little-endian int64) * _PACK >> 56 is the byte with bit i = byte i
 _PACK = 0x0102040810204080
 _LUTS: dict[tuple, torch.Tensor] = {}
+MASK_CHUNK = 1 << 18  # elements per slice of a mask computation (a multiple of 8; 1 MB of float32)
 
 
 def pack_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -35,6 +36,20 @@ def pack_mask(mask: torch.Tensor) -> torch.Tensor:
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
     return (flat.view(torch.int64) * _PACK).bitwise_right_shift_(56).to(torch.uint8)
+
+
+def pack_mask_of(x: torch.Tensor, predicate: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """pack_mask(predicate(x)), computed over slices of MASK_CHUNK elements: the predicate's temporaries then
+    stay small enough for the allocator to reuse one block, where a whole-tensor temporary is a fresh mapping
+    that page-faults on every step (on CPU that costs more than the arithmetic)."""
+    flat = x.reshape(-1)
+    if flat.numel() <= MASK_CHUNK:
+        return pack_mask(predicate(flat))
+    out = torch.empty((flat.numel() + 7) // 8, dtype=torch.uint8, device=x.device)
+    for start in range(0, flat.numel(), MASK_CHUNK):
+        packed = pack_mask(predicate(flat[start:start + MASK_CHUNK]))
+        out[start // 8:start // 8 + packed.numel()] = packed
+    return out
 
 
 def _lut(values: tuple[float, float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -112,8 +127,12 @@ class Conv2dFn(Function):
         w_eff = standardize_weight(w) if standardize else w
         y = F.conv2d(x, w_eff, bias, stride, padding, dilation, groups)
         need_x, need_w, _ = ctx.needs_input_grad[:3]
+        # a block re-run inside the backward keeps a frozen weight's effective form for the backward that follows
+        # at once (a weight-sized transient; standardizing a third time costs more); the forward keeps the raw one
+        ctx.eff_kept = is_recomputing() and (standardize or dequant is not None) and need_x and not need_w
         ctx.conf = (x.shape, stride, padding, dilation, groups, standardize, dequant)
-        ctx.save_for_backward(x if need_w else None, weight if (need_x or need_w) and dequant is None else None)
+        kept = w_eff if ctx.eff_kept else weight if (need_x or need_w) and dequant is None else None
+        ctx.save_for_backward(x if need_w else None, kept)
         return y
 
     @staticmethod
@@ -123,7 +142,9 @@ class Conv2dFn(Function):
         x_shape, stride, padding, dilation, groups, standardize, dequant = ctx.conf
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x = grad_w = grad_b = None
-        if need_x or need_w:
+        if ctx.eff_kept:
+            w_eff = weight
+        elif need_x or need_w:
             w = weight if dequant is None else dequant()
             w_eff = standardize_weight(w) if standardize else w
         if need_w:
@@ -181,8 +202,8 @@ class ClampMaskFn(Function):
         if inplace:
             ctx.mark_dirty(x)
         y = x.clamp_(0, upper) if inplace else x.clamp(0, upper)
-        mask = y.bool() if upper is None else y.sub(upper).mul_(y).bool()
-        ctx.save_for_backward(pack_mask(mask))
+        ctx.save_for_backward(pack_mask_of(y, torch.Tensor.bool if upper is None
+                                           else lambda v: v.sub(upper).mul_(v).bool()))
         return y
 
     @staticmethod
@@ -198,11 +219,11 @@ class MaskGradFn(Function):
     @staticmethod
     def forward(ctx, x, kind, slope):
         if kind == "leaky_relu":
-            mask, y = x > 0, F.leaky_relu(x, slope)
+            packed, y = pack_mask_of(x, lambda v: v > 0), F.leaky_relu(x, slope)
         else:  # hardsigmoid: derivative 1/6 inside (-3, 3)
-            mask, y = (x > -3) & (x < 3), F.hardsigmoid(x)
+            packed, y = pack_mask_of(x, lambda v: (v > -3) & (v < 3)), F.hardsigmoid(x)
         ctx.values = (slope, 1.0) if kind == "leaky_relu" else (0.0, 1.0 / 6.0)
-        ctx.save_for_backward(pack_mask(mask))
+        ctx.save_for_backward(packed)
         return y
 
     @staticmethod
