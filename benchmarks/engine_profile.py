@@ -1,0 +1,63 @@
+"""Where an engine step's time goes: torch.profiler op tables for chosen contenders, beside their step times.
+
+ProxylessNAS-Mobile, `bias`, 224 px, batch 8, one thread; contenders stepped interleaved (forward + backward),
+then two profiled steps of each one asked for. Run:
+python -m benchmarks.engine_profile --norm gn --profile checkpoint,recompute [--rounds 4 --rows 22]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from tinytl.engine import checkpoint_blocks, convert_model
+from tinytl.memory.measure import apply_policy_copy
+from tinytl.models import build_model
+
+CONTENDERS = ("pytorch", "checkpoint", "exact", "recompute")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--norm", default="gn")
+    parser.add_argument("--profile", default="checkpoint,recompute", help="contenders to profile, comma-separated")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=22)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    base = build_model("proxylessnas_mobile", 102, norm=args.norm)
+    x, y = torch.randn(8, 3, 224, 224), torch.randint(0, 102, (8,))
+    models = {}
+    for name in CONTENDERS:
+        model = apply_policy_copy(base, "bias", torch.device("cpu"))
+        models[name] = (checkpoint_blocks(model) if name == "checkpoint" else model if name == "pytorch"
+                        else convert_model(model, name))
+
+    def step(model: torch.nn.Module) -> None:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+
+    for model in models.values():  # warm-up
+        step(model)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            start = time.process_time()
+            step(model)
+            times[name].append(time.process_time() - start)
+    print("median step CPU s:", {name: round(statistics.median(t), 4) for name, t in times.items()})
+    for name in args.profile.split(","):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step(models[name])
+            step(models[name])
+        print(f"\n{name} (two steps)\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+if __name__ == "__main__":
+    main()
