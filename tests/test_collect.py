@@ -35,7 +35,11 @@ def test_a_pair_is_scored_with_inherited_weights_and_no_optimizer_step(tmp_path,
     slices = ValidationSlices(Protocol(val_images=24), net)
     pair = measure_pair(net, spec, slices)
     assert steps == [] and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
-    assert pair["val_images"] == 24 and 0 <= pair["accuracy"] <= 1
+    assert pair["val_images"] == 24 and 0 <= pair["accuracy"] <= 1 and 0 < pair["p_correct"] < 1
+    x, y = next(iter(slices.loader(32)))
+    with torch.no_grad():
+        logits = net(x)
+    assert len(y) == 24 and pair["p_correct"] == pytest.approx(logits.softmax(1)[torch.arange(24), y].mean().item())
     again = measure_pair(net, PairSpec(7, spec.subnet, spec.resolution), slices)
     assert again["accuracy"] == pair["accuracy"] and again["index"] == 7
 

@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 
 from tinytl import TinyTLError
 from tinytl.models.supernet import parse_subnet, sample_subnet
@@ -60,6 +61,10 @@ def test_resolution_mean_baseline_and_quality_warning():
     assert m["resolution_mean_rmse"] < m["rmse"] < m["mean_rmse"]
     assert "ranks resolutions" in quality_warning(m)
     assert "noise" in quality_warning({**m, "rmse": m["mean_rmse"]})
+    loose = {**by_depth, "within_resolution_kendall_tau": 0.9, "cross_validated": {
+        "folds": 5, "within_resolution_kendall_tau": 0.25}}  # the cross-validated figure is the one trusted
+    assert "only loosely (Kendall tau 0.25, 5-fold cross-validated)" in quality_warning(loose)
+    assert "0.30, 30 held-out pairs" in quality_warning({**by_depth, "within_resolution_kendall_tau": 0.3})
 
 
 def test_predictor_refuses_unknown_resolutions_and_few_pairs():
@@ -78,7 +83,7 @@ def test_shipped_predictor_beats_the_mean_and_its_metrics_reproduce():
     assert m["rmse"] < m["mean_rmse"] and m["kendall_tau"] > 0
     pairs = json.loads((DEFAULT_PREDICTOR.parent / "supernet_pairs.json").read_text())["pairs"]
     assert m["train_pairs"] + m["test_pairs"] == len(pairs) == shipped.provenance["pairs"]
-    again = train_predictor(pairs, seed=m["seed"], epochs=m["epochs"]).metrics
+    again = train_predictor(pairs, seed=m["seed"], epochs=m["epochs"], target=m.get("target", "accuracy")).metrics
     assert again["rmse"] == pytest.approx(m["rmse"], rel=1e-3)
     assert again["mean_rmse"] == pytest.approx(m["mean_rmse"], rel=1e-6)
     assert again["kendall_tau"] == pytest.approx(m["kendall_tau"], abs=1e-6)
@@ -95,3 +100,64 @@ def test_within_resolution_tau_ranks_sub_nets_inside_each_resolution():
     rng = random.Random(2)
     noise = [{**p, "accuracy": p["resolution"] / 100 + rng.gauss(0, 0.01)} for p in synthetic_pairs(200)]
     assert abs(train_predictor(noise, epochs=200).metrics["within_resolution_kendall_tau"]) < 0.3
+
+
+def _binomial_pairs(n, images=300, seed=0):
+    """Sub-nets whose true quality grows with depth, scored on `images` validation images: accuracy is a
+    binomial draw around it, p(correct) the same quality with a tenth of that noise, on another scale."""
+    rng = np.random.default_rng(seed)
+    pairs = synthetic_pairs(n, seed=seed)
+    for p in pairs:
+        quality = 0.88 + 0.004 * sum(parse_subnet(p["subnet"]).d)
+        p["accuracy"] = rng.binomial(images, quality) / images
+        p["p_correct"] = 0.9 * quality - 0.05 + rng.normal(0, 0.1 * np.sqrt(quality * (1 - quality) / images))
+    return pairs
+
+
+def test_p_correct_target_predicts_in_accuracy_units_and_ranks_better():
+    """Fitted to the smoother score, the predictor still outputs accuracy (the linear map), records both metric
+    blocks, and ranks held-out accuracy within each resolution better than the one fitted to noisy accuracy."""
+    pairs = _binomial_pairs(300)
+    soft = train_predictor(pairs, epochs=200)
+    assert soft.metrics["target"] == "p_correct"
+    cal = soft.metrics["calibration"]
+    assert cal["scale"] == pytest.approx(1 / 0.9, rel=0.3)  # noisy accuracy on p(correct): slope ~1/0.9
+    genes, acc, _ = pairs_to_arrays(pairs)
+    assert abs(float(soft.predict(genes).mean()) - float(acc.mean())) < 0.005  # accuracy units, not p(correct)'s
+    assert soft.metrics["on_target"]["within_resolution_kendall_tau"] > soft.metrics["within_resolution_kendall_tau"]
+    hard = train_predictor(pairs, epochs=200, target="accuracy")
+    assert "calibration" not in hard.metrics and hard.metrics["target"] == "accuracy"
+    assert soft.metrics["within_resolution_kendall_tau"] > hard.metrics["within_resolution_kendall_tau"]
+    assert soft.metrics["rmse"] < soft.metrics["resolution_mean_rmse"]
+
+
+def test_cross_validation_reports_fold_means_without_changing_the_split_metrics():
+    pairs = _binomial_pairs(200)
+    plain = train_predictor(pairs, epochs=100).metrics
+    cv = train_predictor(pairs, epochs=100, cv_folds=4).metrics
+    assert {k: v for k, v in cv.items() if k != "cross_validated"} == plain
+    folds = cv["cross_validated"]
+    assert folds["folds"] == 4 and folds["rmse"] < folds["mean_rmse"]
+    assert 0 < folds["within_resolution_kendall_tau"] < folds["on_target_within_resolution_kendall_tau"] <= 1
+
+
+def test_p_correct_target_needs_every_pair_to_record_it(tmp_path):
+    pairs = _binomial_pairs(20)
+    del pairs[3]["p_correct"]
+    assert train_predictor(pairs, epochs=5).metrics["target"] == "accuracy"  # the default falls back
+    with pytest.raises(TinyTLError, match="no 'p_correct' score"):
+        train_predictor(pairs, epochs=5, target="p_correct")
+    with pytest.raises(TinyTLError, match="unknown predictor target"):
+        train_predictor(pairs, epochs=5, target="loss")
+
+
+def test_a_predictor_file_from_before_the_accuracy_map_loads_as_the_identity_map(tmp_path):
+    model = train_predictor(synthetic_pairs(40), epochs=20)
+    save_predictor(model, tmp_path / "p.pt", {"classes": 10})
+    ckpt = torch.load(tmp_path / "p.pt", weights_only=True)
+    for key in ("scale", "offset"):
+        del ckpt["state_dict"][key]
+    torch.save(ckpt, tmp_path / "old.pt")
+    old = load_predictor(tmp_path / "old.pt")
+    genes, _, _ = pairs_to_arrays(synthetic_pairs(40))
+    np.testing.assert_allclose(old.predict(genes), model.predict(genes), rtol=1e-6)

@@ -153,7 +153,13 @@ st.caption(
     + (f", each resolution's mean: {metrics['resolution_mean_rmse']:.2%}" if "resolution_mean_rmse" in metrics else "")
     + f"), Kendall tau {metrics['kendall_tau']:.2f} on {metrics['test_pairs']} held-out pairs"
     + (f", {metrics['within_resolution_kendall_tau']:.2f} within one resolution (mean over resolutions)"
-       if "within_resolution_kendall_tau" in metrics else "") + ".")
+       if "within_resolution_kendall_tau" in metrics else "")
+    + (f"; {metrics['cross_validated']['folds']}-fold cross-validated: "
+       f"{metrics['cross_validated']['within_resolution_kendall_tau']:.2f} within one resolution"
+       if "cross_validated" in metrics else "")
+    + (". The MLP is fitted to the mean probability of the true class (it ranks more reliably than 0/1 accuracy "
+       "on a few hundred images) and mapped linearly to accuracy" if metrics.get("target") == "p_correct" else "")
+    + ".")
 
 if warning := quality_warning(metrics):
     st.warning(f"This predictor: {warning}. Treat the accuracy axis accordingly.")

@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
           f"{pred.get('resolution_mean_rmse', float('nan')):.4f}), "
           f"Kendall tau {pred.get('kendall_tau', float('nan')):.3f}, within a resolution "
           f"{pred.get('within_resolution_kendall_tau', float('nan')):.3f}"
+          + (f" ({pred['cross_validated']['within_resolution_kendall_tau']:.3f} cross-validated)"
+             if "cross_validated" in pred else "")
           + (f" -- {warning}" if (warning := quality_warning(pred)) else ""))
     print(f"searched {info['evaluated']} distinct candidates in {info['seconds']:.2f} s")
     return 0

@@ -1,4 +1,4 @@
-"""[sub-net, resolution, accuracy] pairs for the predictor, by inherited weights, sharded over torch.distributed ranks.
+"""[sub-net, resolution, accuracy, p(correct)] pairs for the predictor by inherited weights, sharded over ranks.
 
 Protocol (as TinyTL does it; docs/PAPER.md): no sub-net is trained. Each is run with the weights it inherits
 from the adapted super-net and scored on a fixed validation slice of the target's train split that the
@@ -25,7 +25,7 @@ from tinytl.data import load_dataset
 from tinytl.models.supernet import ProxylessSuperNet, SubnetConfig, sample_subnet
 from tinytl.search.space import check_resolutions
 from tinytl.train.adapt import VALIDATION_IMAGES, check_target, validation_split
-from tinytl.train.loop import evaluate
+from tinytl.train.loop import evaluate_scores
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,12 @@ class ValidationSlices:
 
 
 def measure_pair(supernet: ProxylessSuperNet, spec: PairSpec, slices: ValidationSlices) -> dict:
-    """Accuracy of one sub-net with inherited weights on the validation slice; no optimizer step."""
+    """Accuracy, mean true-class probability and loss of one sub-net with inherited weights on the validation
+    slice; no optimizer step."""
     supernet.set_active(spec.subnet)
-    loss, accuracy = evaluate(supernet, slices.loader(spec.resolution))
+    scores = evaluate_scores(supernet, slices.loader(spec.resolution))
     return {"index": spec.index, "subnet": spec.subnet.to_dict(), "resolution": spec.resolution,
-            "accuracy": accuracy, "loss": loss, "val_images": slices.protocol.val_images}
+            **scores, "val_images": slices.protocol.val_images}
 
 
 def init_distributed() -> tuple[int, int]:
