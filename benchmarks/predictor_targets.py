@@ -30,8 +30,9 @@ def main() -> None:
     for path in args.pairs.split(","):
         pairs = json.loads(Path(path).read_text())["pairs"]
         frame = pd.DataFrame(pairs)
-        means[path] = frame.groupby("resolution")[[t for t in TARGETS if t in frame]].mean()
-        for target in [t for t in TARGETS if t in frame]:
+        targets = [t for t in TARGETS if t in frame]
+        means[path] = frame.groupby("resolution")[targets].mean()
+        for target in targets:
             m = train_predictor(pairs, target=target, cv_folds=args.folds).metrics
             cv = m["cross_validated"]
             on_target = m.get("on_target", m)["within_resolution_kendall_tau"]

@@ -88,17 +88,21 @@ def shown_accuracy(raw: float) -> float:
 TARGETS = ("accuracy", "p_correct")
 
 
-def pairs_to_arrays(pairs: Sequence[dict], key: str = "accuracy"
-                    ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    """Gene rows, the pairs' `key` score (accuracy by default) and the resolution list of collected pairs."""
-    if len(pairs) < 5:
-        raise TinyTLError(f"need at least 5 accuracy pairs to train a predictor, got {len(pairs)}")
+def pair_scores(pairs: Sequence[dict], key: str) -> np.ndarray:
+    """The pairs' `key` score (accuracy, p_correct) as float32, or one error line when some pair lacks it."""
     if any(key not in p for p in pairs):
         raise TinyTLError(f"some pairs have no {key!r} score (pairs collected before it was recorded: "
                           f"collect them again or train on accuracy)")
+    return np.array([float(p[key]) for p in pairs], dtype=np.float32)
+
+
+def pairs_to_arrays(pairs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Gene rows, accuracies and the resolution list of collected pairs."""
+    if len(pairs) < 5:
+        raise TinyTLError(f"need at least 5 accuracy pairs to train a predictor, got {len(pairs)}")
     resolutions = check_resolutions([int(p["resolution"]) for p in pairs])
     genes = np.stack([encode(parse_subnet(p["subnet"]), int(p["resolution"]), resolutions) for p in pairs])
-    return genes, np.array([float(p[key]) for p in pairs], dtype=np.float32), resolutions
+    return genes, pair_scores(pairs, "accuracy"), resolutions
 
 
 def default_target(pairs: Sequence[dict]) -> str:
@@ -128,19 +132,18 @@ def heldout_metrics(pred: np.ndarray, truth: np.ndarray, fit_truth: np.ndarray, 
             "kendall_tau_by_resolution": {str(r): t for r, t in per_res.items()}}
 
 
-def _fit(genes: np.ndarray, acc: np.ndarray, score: np.ndarray, fit: np.ndarray, resolutions: tuple[int, ...],
+def _fit(x: torch.Tensor, acc: np.ndarray, score: np.ndarray, fit: np.ndarray, resolutions: tuple[int, ...],
          seed: int, epochs: int, lr: float, weight_decay: float, calibrate: bool) -> AccuracyPredictor:
-    """A predictor fitted to `score` on the rows `fit`, with the linear map from score to accuracy on those rows
-    (accuracy ~ scale * score + offset; the identity when the score is accuracy)."""
+    """A predictor fitted to `score` on the feature rows `fit` of `x`, with the linear map from score to accuracy
+    on those rows (accuracy ~ scale * score + offset; the identity when the score is accuracy)."""
     scale, offset = np.polyfit(score[fit], acc[fit], 1) if calibrate else (1.0, 0.0)
     torch.manual_seed(seed)
     model = AccuracyPredictor(resolutions, float(score[fit].mean()), float(scale), float(offset))
-    x = torch.from_numpy(features(genes[fit], len(resolutions)))
     y = torch.from_numpy(score[fit])
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(epochs):
         optimizer.zero_grad(set_to_none=True)
-        nn.functional.mse_loss(model.score(x), y).backward()
+        nn.functional.mse_loss(model.score(x[fit]), y).backward()
         optimizer.step()
     return model
 
@@ -157,15 +160,16 @@ def train_predictor(pairs: Sequence[dict], seed: int = 0, epochs: int = 300, lr:
     if target not in TARGETS:
         raise TinyTLError(f"unknown predictor target {target!r}; choose from {', '.join(TARGETS)}")
     genes, acc, resolutions = pairs_to_arrays(pairs)
-    score = pairs_to_arrays(pairs, target)[1]
+    score = pair_scores(pairs, target)
+    x = torch.from_numpy(features(genes, len(resolutions)))
     res = genes[:, R_GENE]
     order = np.random.default_rng(seed).permutation(len(acc))
     n_test = max(1, round(test_fraction * len(acc)))
 
     def fit_and_score(test: np.ndarray, fit: np.ndarray, fold_seed: int) -> tuple[AccuracyPredictor, dict, dict]:
-        model = _fit(genes, acc, score, fit, resolutions, fold_seed, epochs, lr, weight_decay, target != "accuracy")
+        model = _fit(x, acc, score, fit, resolutions, fold_seed, epochs, lr, weight_decay, target != "accuracy")
         with torch.no_grad():
-            fitted = model.score(torch.from_numpy(features(genes[test], len(resolutions)))).numpy()
+            fitted = model.score(x[test]).numpy()
         on_acc = heldout_metrics(fitted * model.scale.numpy() + model.offset.numpy(), acc[test], acc[fit],
                                  res[fit], res[test], resolutions)
         return model, on_acc, heldout_metrics(fitted, score[test], score[fit], res[fit], res[test], resolutions)

@@ -82,14 +82,13 @@ def evaluate_scores(model: nn.Module, loader: DataLoader, device: str | torch.de
     that differ by a few images far more reliably (docs/BENCHMARKS.md, split-half table)."""
     model.eval()
     loss_sum, correct, p_true, count = 0.0, 0, 0.0, 0
-    with torch.no_grad():
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            p_true += logits.softmax(1).gather(1, y[:, None]).sum().item()
-            count += len(y)
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        p_true += logits.softmax(1).gather(1, y[:, None]).sum().item()
+        count += len(y)
     if count == 0:
         raise TinyTLError("the test set is empty")
     return {"loss": loss_sum / count, "accuracy": correct / count, "p_correct": p_true / count}
