@@ -46,16 +46,14 @@ def fa_run(policy: str, seed: int, budget_mb: float, supernet: str | None, predi
     from tinytl.models.supernet_warmstart import proxyless_subnet
     from tinytl.search.evolution import search_subnets
     from tinytl.search.predictor import load_predictor
-    from tinytl.train.adapt import (adaptation_seed, adapt_supernet, load_adapted, save_adapted,
-                                    subnet_test_accuracy)
-    from tinytl.train.supernet_pretrain import SEARCH_RESOLUTIONS
+    from tinytl.train.adapt import adaptation_seed, adapt_supernet, load_adapted, save_adapted, subnet_test_accuracy
 
     torch.set_num_threads(1)
     started = time.process_time()
     path = work / f"fa_{policy}_{seed}.pt"
     if not path.is_file():  # same as `python -m tinytl adapt --policy POLICY --seed SEED --out PATH`
         net = load_supernet(supernet, CLASSES)
-        meta = adapt_supernet(net, SEARCH_RESOLUTIONS, policy=policy, seed=seed)
+        meta = adapt_supernet(net, policy=policy, seed=seed)
         save_adapted(net, path, supernet or DEFAULT_CHECKPOINT, meta)
     net = load_adapted(path)
     if net.provenance["adaptation"]["policy"] != policy or adaptation_seed(net) != seed:

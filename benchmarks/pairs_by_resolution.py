@@ -1,4 +1,4 @@
-"""Accuracy pairs per resolution (count, mean, spread) and the predictor's held-out metrics, as markdown.
+"""Accuracy pairs per resolution (count, mean and its standard error, spread) and the predictor's metrics, as markdown.
 
 Run: python benchmarks/pairs_by_resolution.py [--pairs data/supernet_pairs.json] \
      [--predictor data/supernet_predictor.pt]
@@ -21,17 +21,18 @@ def main() -> None:
     parser.add_argument("--predictor", default=None)
     args = parser.parse_args()
     pairs = pd.DataFrame(json.loads(Path(args.pairs).read_text())["pairs"])
-    table = pairs.groupby("resolution")["accuracy"].agg(["count", "mean", "std", "min", "max"])
-    print("| resolution | pairs | mean accuracy | std | min | max |")
-    print("|---|---|---|---|---|---|")
+    table = pairs.groupby("resolution")["accuracy"].agg(["count", "mean", "sem", "std", "min", "max"])
+    print("| resolution | pairs | mean accuracy | standard error | std | min | max |")
+    print("|---|---|---|---|---|---|---|")
     for res, row in table.iterrows():
-        print(f"| {res} | {row['count']:.0f} | {row['mean']:.4f} | {row['std']:.4f} | {row['min']:.4f} "
-              f"| {row['max']:.4f} |")
+        print(f"| {res} | {row['count']:.0f} | {row['mean']:.4f} | {row['sem']:.4f} | {row['std']:.4f} "
+              f"| {row['min']:.4f} | {row['max']:.4f} |")
     m = load_predictor(args.predictor).metrics
     print("\n| predictor (held-out pairs) | value |")
     print("|---|---|")
     for key in ("train_pairs", "test_pairs", "rmse", "mean_rmse", "resolution_mean_rmse", "kendall_tau",
-                "resolution_mean_kendall_tau", "within_resolution_kendall_tau", "kendall_tau_by_resolution"):
+                "resolution_mean_kendall_tau", "within_resolution_kendall_tau", "kendall_tau_by_resolution",
+                "cross_validated"):
         value = m.get(key)
         shown = json.dumps(value) if isinstance(value, dict) else f"{value:.4f}" if isinstance(value, float) else value
         print(f"| {key} | {shown} |")

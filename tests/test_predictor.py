@@ -9,8 +9,8 @@ import torch
 
 from tinytl import TinyTLError
 from tinytl.models.supernet import parse_subnet, sample_subnet
-from tinytl.search.predictor import (DEFAULT_PREDICTOR, features, load_predictor, pairs_to_arrays, quality_warning,
-                                     save_predictor, train_predictor)
+from tinytl.search.predictor import (DEFAULT_PREDICTOR, feature_count, features, load_predictor, pairs_to_arrays,
+                                     quality_warning, save_predictor, train_predictor)
 from tinytl.search.space import encode
 
 
@@ -28,8 +28,10 @@ def synthetic_pairs(n, resolutions=(32, 48, 64), seed=0):
 def test_features_one_hot_and_zero_beyond_depth():
     config = parse_subnet({"d": [2, 3, 4, 2, 2], "e": [3, 4, 6, 6] * 5, "ks": [7, 5, 3, 3] * 5})
     x = features(encode(config, 48, (32, 48))[None, :], 2)[0]
-    assert x.shape == (2 + 120,) and list(x[:2]) == [0, 1]
-    slots = x[2:].reshape(20, 6)
+    assert x.shape == (feature_count(2),) == (2 + 120 * 3,) and list(x[:2]) == [0, 1]
+    blocks, at_32, at_48 = x[2:].reshape(3, 120)
+    assert not at_32.any() and (at_48 == blocks).all()  # the blocks again, in the row's resolution's copy only
+    slots = blocks.reshape(20, 6)
     for slot in range(20):
         active = slot in config.active_slots()
         assert slots[slot].sum() == (2 if active else 0)
@@ -118,7 +120,7 @@ def test_p_correct_target_predicts_in_accuracy_units_and_ranks_better():
     """Fitted to the smoother score, the predictor still outputs accuracy (the linear map), records both metric
     blocks, and ranks held-out accuracy within each resolution better than the one fitted to noisy accuracy."""
     pairs = _binomial_pairs(300)
-    soft = train_predictor(pairs, epochs=200)
+    soft = train_predictor(pairs, epochs=200, target="p_correct")
     assert soft.metrics["target"] == "p_correct"
     cal = soft.metrics["calibration"]
     assert cal["scale"] == pytest.approx(1 / 0.9, rel=0.3)  # noisy accuracy on p(correct): slope ~1/0.9
@@ -133,8 +135,8 @@ def test_p_correct_target_predicts_in_accuracy_units_and_ranks_better():
 
 def test_cross_validation_reports_fold_means_without_changing_the_split_metrics():
     pairs = _binomial_pairs(200)
-    plain = train_predictor(pairs, epochs=100).metrics
-    cv = train_predictor(pairs, epochs=100, cv_folds=4).metrics
+    plain = train_predictor(pairs, epochs=100, target="p_correct").metrics
+    cv = train_predictor(pairs, epochs=100, target="p_correct", cv_folds=4).metrics
     assert {k: v for k, v in cv.items() if k != "cross_validated"} == plain
     folds = cv["cross_validated"]
     assert folds["folds"] == 4 and folds["rmse"] < folds["mean_rmse"]
@@ -144,7 +146,7 @@ def test_cross_validation_reports_fold_means_without_changing_the_split_metrics(
 def test_p_correct_target_needs_every_pair_to_record_it(tmp_path):
     pairs = _binomial_pairs(20)
     del pairs[3]["p_correct"]
-    assert train_predictor(pairs, epochs=5).metrics["target"] == "accuracy"  # the default falls back
+    assert train_predictor(pairs, epochs=5).metrics["target"] == "accuracy"  # the default needs no p(correct)
     with pytest.raises(TinyTLError, match="no 'p_correct' score"):
         train_predictor(pairs, epochs=5, target="p_correct")
     with pytest.raises(TinyTLError, match="unknown predictor target"):

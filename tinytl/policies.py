@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from fnmatch import fnmatchcase
 
 from torch import nn
@@ -34,8 +34,11 @@ def classifier_name(model: nn.Module) -> str:
     return linears[-1]
 
 
-def _under(name: str, prefixes: Sequence[str]) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
+def _under(name: str, prefixes: Collection[str]) -> bool:
+    """Whether `name` is one of `prefixes` or lies under one (a set lookup per ancestor, not a scan per prefix)."""
+    prefixes = prefixes if isinstance(prefixes, (set, frozenset)) else set(prefixes)
+    parts = name.split(".")
+    return any(".".join(parts[:i]) in prefixes for i in range(1, len(parts) + 1))
 
 
 def parse_policy(policy: Policy) -> tuple[str, tuple[str, ...]]:
@@ -72,13 +75,13 @@ def trainable_names(model: nn.Module, policy: Policy) -> set[str]:
     if name == "full":
         return set(params)
     head = classifier_name(model)
-    chosen = {p for p in params if _under(p, [head])}
+    chosen = {p for p in params if _under(p, {head})}
     if name == "last":
         return chosen
     if name == "norm+last":
-        norms = [n for n, m in model.named_modules() if isinstance(m, NORM_TYPES)]
+        norms = {n for n, m in model.named_modules() if isinstance(m, NORM_TYPES)}
         return chosen | {p for p in params if _under(p, norms)}
-    lites = [n for n, m in model.named_modules() if isinstance(m, LiteResidual)]
+    lites = {n for n, m in model.named_modules() if isinstance(m, LiteResidual)}
     if name in ("lite", "lite+bias") and not lites:
         raise TinyTLError(f"policy {name!r} needs lite residual branches, and this model has none "
                           "(built without them, or its architecture has no block to host them)")

@@ -67,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_adapt_parser(sub: argparse._SubParsersAction) -> None:
-    from tinytl.train.adapt import ADAPT_POLICIES, VALIDATION_IMAGES
-    from tinytl.train.supernet_pretrain import SEARCH_RESOLUTIONS
+    from tinytl.train.adapt import ADAPT_DRAWS, ADAPT_POLICIES, VALIDATION_IMAGES
 
     p = sub.add_parser("adapt", description=ADAPT_DOC,
                        help="feature-extractor adaptation: fine-tune the super-net on the target, random sub-nets")
@@ -77,7 +76,7 @@ def add_adapt_parser(sub: argparse._SubParsersAction) -> None:
                                                "the user data folder)")
     p.add_argument("--dataset", default="digits", help="target dataset")
     p.add_argument("--policy", choices=ADAPT_POLICIES, default="lite+bias", help="what the adaptation trains")
-    p.add_argument("--resolutions", type=arg_list(train_resolution), default=list(SEARCH_RESOLUTIONS),
+    p.add_argument("--resolutions", type=arg_list(train_resolution), default=list(ADAPT_DRAWS),
                    help="one drawn per step, with a random sub-net (one listed twice is drawn twice as often)")
     p.add_argument("--epochs", type=arg(at_least("epochs", 1)), default=20, help="passes over the adaptation images")
     p.add_argument("--batch-size", type=arg(check_batch_size), default=32, help="images per step")

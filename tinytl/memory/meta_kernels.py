@@ -5,12 +5,16 @@ hardtanh, ...) costing milliseconds per call. On the meta device an op's result 
 inputs' metadata, so a functional op's outputs are memoized by (op, input shapes, strides, dtypes, other
 arguments); an in-place op returns its (unchanged) self; and a few norm / upsampling kernels get their
 outputs' shapes written out, as the CPU kernels allocate them (eval-mode BatchNorm keeps empty statistics
-on the CPU, not per-channel ones as its meta kernel does).
+on the CPU, not per-channel ones as its meta kernel does). A shortcut that meets inputs its kernel would
+reject leaves the op to the kernel, so errors stay the kernel's. `FastMetaMode` runs a whole region this way
+(the walk, a model build).
 """
 
 from __future__ import annotations
 
 import torch
+from torch._prims_common import suggest_memory_format
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 aten = torch.ops.aten
@@ -46,6 +50,8 @@ def _batch_norm_backward(dy, x, weight, running_mean, running_var, save_mean, sa
 
 
 def _upsample(x, output_size, *rest):
+    if x.dim() != 2 + len(output_size) or min((*x.shape[2:], *output_size), default=1) <= 0:
+        return NOT_HANDLED  # the kernel's own size checks and message
     return _empty((*x.shape[:2], *output_size), x)
 
 
@@ -53,8 +59,34 @@ def _upsample_backward(grad, output_size, input_size, *rest):
     return _empty(input_size, grad)
 
 
+def _convolution(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+    """A plain (not transposed) convolution: the meta kernel's contiguous output of the usual size."""
+    spatial = x.dim() - 2
+    if (transposed or spatial < 1 or weight.dim() != x.dim() or x.shape[1] == 0
+            or weight.shape[1] * groups != x.shape[1] or not len(stride) == len(padding) == len(dilation) == spatial
+            or min(stride) < 1 or min(dilation) < 1 or min(padding) < 0):
+        return NOT_HANDLED
+    dims = list(zip(x.shape[2:], weight.shape[2:], stride, padding, dilation))
+    if any(n + 2 * p < d * (k - 1) + 1 for n, k, s, p, d in dims):
+        return NOT_HANDLED  # the kernel's own size checks and message
+    return _empty((x.shape[0], weight.shape[0], *((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in dims)), x)
+
+
+def _convolution_backward(dy, x, weight, bias_sizes, stride, padding, dilation, transposed, output_padding, groups,
+                          mask):
+    """Gradients shaped as input, weight and bias, in the grad's dtype (inputs the meta kernel keeps contiguous)."""
+    if suggest_memory_format(x) != torch.contiguous_format or suggest_memory_format(weight) != torch.contiguous_format:
+        return NOT_HANDLED  # channels-last inputs: the meta kernel picks the gradients' layout
+    if mask[2] and bias_sizes is None:
+        return NOT_HANDLED
+    return (_empty(x.shape, dy) if mask[0] else None, _empty(weight.shape, dy) if mask[1] else None,
+            _empty(bias_sizes, dy) if mask[2] else None)
+
+
 _REDUCTIONS = {aten.mean.dim, aten.sum.dim_IntList, aten.std.correction, aten.var.correction, aten.amax.default,
                aten.amin.default}
+# elementwise ops without the pointwise tag (activation backwards): same output rule
+_ELEMENTWISE = {aten.hardtanh_backward.default, aten.hardswish_backward.default, aten.hardsigmoid_backward.default}
 _dtype_memo: dict = {}
 
 
@@ -81,9 +113,23 @@ def _pointwise(func, args: tuple, kwargs: dict):
     single, kinds = dtypes
     if None in kinds:
         return NOT_HANDLED
-    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    shape = _broadcast([t.shape for t in tensors])
+    if shape is None:
+        return NOT_HANDLED  # the kernel raises its own message
     outs = tuple(torch.empty(shape, dtype=d, device="meta") for d in kinds)
     return outs[0] if single else outs
+
+
+def _broadcast(shapes: list) -> list[int] | None:
+    """The broadcast of `shapes` (as torch.broadcast_shapes, for concrete sizes), None where they do not broadcast."""
+    out = [1] * max(len(s) for s in shapes)
+    for shape in shapes:
+        for i, n in enumerate(shape, len(out) - len(shape)):
+            if n != 1:
+                if out[i] != 1 and out[i] != n:
+                    return None
+                out[i] = n
+    return out
 
 
 def _reduction(func, args: tuple, kwargs: dict):
@@ -96,7 +142,11 @@ def _reduction(func, args: tuple, kwargs: dict):
         keepdim = args[2]
     if dims is None or (isinstance(dims, (list, tuple)) and not dims):
         dims = range(x.dim())
-    dims = {d % max(x.dim(), 1) for d in ((dims,) if isinstance(dims, int) else dims)}
+    dims = (dims,) if isinstance(dims, int) else dims
+    rank = max(x.dim(), 1)
+    if any(not -rank <= d < rank for d in dims):
+        return NOT_HANDLED  # the kernel raises its own message
+    dims = {d % rank for d in dims}
     shape = [1 if i in dims else n for i, n in enumerate(x.shape) if keepdim or i not in dims]
     return torch.empty(shape, dtype=x.dtype, device="meta")
 
@@ -120,7 +170,7 @@ def _fast(func, args: tuple, kwargs: dict):
         return _like(func, args, kwargs)
     if func in _REDUCTIONS:
         return _reduction(func, args, kwargs)
-    if torch.Tag.pointwise in func.tags:
+    if func in _ELEMENTWISE or torch.Tag.pointwise in func.tags:
         return _pointwise(func, args, kwargs)
     return NOT_HANDLED
 
@@ -129,8 +179,10 @@ def _fast(func, args: tuple, kwargs: dict):
 _RULES = {aten.native_group_norm.default: _group_norm, aten.native_group_norm_backward.default: _group_norm_backward,
           aten.native_batch_norm.default: _batch_norm, aten.native_batch_norm_backward.default: _batch_norm_backward,
           aten.upsample_bilinear2d.default: _upsample, aten.upsample_bilinear2d_backward.default: _upsample_backward,
-          aten.upsample_nearest2d.default: _upsample, aten.upsample_nearest2d_backward.default: _upsample_backward}
+          aten.upsample_nearest2d.default: _upsample, aten.upsample_nearest2d_backward.default: _upsample_backward,
+          aten.convolution.default: _convolution, aten.convolution_backward.default: _convolution_backward}
 _PLAIN = (bool, int, float, str, torch.dtype, torch.device, torch.memory_format, torch.layout)
+_PLAIN_TYPES = frozenset((*_PLAIN, type(None)))  # exact types: a key without a call per number
 _kind_cache: dict = {}
 _memo: dict = {}
 
@@ -156,12 +208,23 @@ def _kind(func) -> str:
 
 def _key(value):
     """Hashable description of an argument (tensors by metadata), or raise TypeError."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return value
     if isinstance(value, torch.Tensor):
-        if value.device.type != "meta":
+        if not value.is_meta:
             raise TypeError("not a meta tensor")
-        return ("T", tuple(value.shape), value.stride(), value.dtype, value.storage_offset())
-    if isinstance(value, (list, tuple)):
-        return tuple(_key(v) for v in value)
+        return ("T", value.shape, value.stride(), value.dtype, value.storage_offset())
+    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
+        out = []  # one level inline: an op's arguments, an int list, a tensor list
+        for v in value:
+            if type(v) in _PLAIN_TYPES:
+                out.append(v)
+            elif type(v) is torch.Tensor and v.is_meta:
+                out.append(("T", v.shape, v.stride(), v.dtype, v.storage_offset()))
+            else:
+                out.append(_key(v))
+        return tuple(out)
     if value is None or isinstance(value, _PLAIN):
         return value
     raise TypeError(f"unmemoizable argument {type(value).__name__}")
@@ -180,14 +243,23 @@ def _spec(value):
     return value
 
 
+def tensors_in(value) -> list[torch.Tensor]:
+    """The tensors in a nested value, in `tree_leaves` order (a tensor, or a flat tuple or list of them: no pytree)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if type(value) in (tuple, list) and all(v is None or isinstance(v, torch.Tensor) for v in value):
+        return [v for v in value if v is not None]
+    return [t for t in tree_leaves(value) if isinstance(t, torch.Tensor)]
+
+
 def _aliases_an_input(out, args: tuple, kwargs: dict) -> bool:
-    inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-    return any(isinstance(o, torch.Tensor) and o.untyped_storage()._cdata in inputs for o in tree_leaves(out))
+    inputs = {t.untyped_storage()._cdata for t in tensors_in(args) + tensors_in(kwargs)}
+    return any(o.untyped_storage()._cdata in inputs for o in tensors_in(out))
 
 
 def run_meta(func, args: tuple, kwargs: dict):
     """Run `func` fast when all its tensors are meta tensors; NOT_HANDLED when it must run as usual."""
-    kind = _kind(func)
+    kind = _kind_cache.get(func) or _kind(func)
     if kind == "inplace":
         first = args[0] if args else None
         if isinstance(first, torch.Tensor) and first.device.type == "meta" and all(
@@ -197,15 +269,14 @@ def run_meta(func, args: tuple, kwargs: dict):
     if kind != "functional":
         return NOT_HANDLED
     try:
-        key = (func, _key(args), _key(tuple(sorted(kwargs.items()))))
+        key = (func, _key(args), _key(tuple(sorted(kwargs.items()))) if kwargs else ())
     except TypeError:
         return NOT_HANDLED
     spec = _memo.get(key)
     if spec is None:  # first call with this signature
         rule = _RULES.get(func)
-        if rule is not None and not kwargs and args[0].is_contiguous():
-            out = rule(*args)
-        else:
+        out = rule(*args) if rule is not None and not kwargs and args[0].is_contiguous() else NOT_HANDLED
+        if out is NOT_HANDLED:
             out = _fast(func, args, kwargs)
             if out is NOT_HANDLED:
                 out = func(*args, **kwargs)
@@ -222,3 +293,26 @@ def run_meta(func, args: tuple, kwargs: dict):
     container, outs = spec
     built = [_rebuild(o) for o in outs]
     return built[0] if container is None else container(built)
+
+
+def run_op(func, args: tuple, kwargs: dict):
+    """`func`'s outputs: `run_meta`'s where it applies, else the op run as usual."""
+    out = run_meta(func, args, kwargs)
+    return func(*args, **kwargs) if out is NOT_HANDLED else out
+
+
+class FastMetaMode(TorchDispatchMode):
+    """Runs every op of a region through `run_op`: meta tensors get the fast kernels, other tensors the usual ones."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # nothing here is compiled: no per-op dynamo-disabling wrapper
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return run_op(func, args, kwargs or {})
+
+
+def clear_memo() -> None:
+    """Forget every memoized op signature (a benchmark's cold start)."""
+    _memo.clear()
+    _dtype_memo.clear()

@@ -1,7 +1,8 @@
 """The "pytorch" view: what stock PyTorch really keeps and peaks at in one training step, recorded, not ruled.
 
 Per (model setting, policy) one stock step (forward, loss, backward, Adam with its state) is recorded on
-the meta device at two batch sizes (`tinytl.memory.record`); every saved storage and every event's live
+the meta device at two batch sizes (`tinytl.memory.record`; the second replays the first's optimizer step,
+which does not depend on the batch); every saved storage and every event's live
 memory is then a line a * batch + f, so any batch is priced exactly from the cached pair. Per site (module
 call, functional code charged to its enclosing module): stored bytes are what autograd saved, live bytes the
 most memory live while its forward or backward ran. The peak is the step's: parameters, gradients, Adam
@@ -107,8 +108,9 @@ def recorded_step(trace: ModelTrace, trainable: frozenset[str]) -> StepLines:
     cache = _RECORDINGS.setdefault(trace.model, {})
     if trainable not in cache:
         sample = trace.input_shape[1:]
-        runs = [record_step(trace.model, set(trainable), b, sample) for b in RECORD_BATCHES]
-        cache[trainable] = combine(*runs)
+        first = record_step(trace.model, set(trainable), RECORD_BATCHES[0], sample)
+        second = record_step(trace.model, set(trainable), RECORD_BATCHES[1], sample, first.step_live)
+        cache[trainable] = combine(first, second)
     return cache[trainable]
 
 

@@ -6,7 +6,9 @@ loop's steady state). Nothing real is allocated: the model's parameters are meta
 MemTracker does in fake mode. `torch.autograd.graph.saved_tensors_hooks` sees each tensor a backward
 node keeps (deduplicated by storage, parameters and buffers excluded). Both are charged to the innermost
 module running, forward (module hooks) or backward (the autograd node being run, labelled with the module
-whose forward created it), so functional code counts towards its enclosing module.
+whose forward created it), so functional code counts towards its enclosing module. The optimizer step
+touches parameter-sized tensors only, so a recording at a second batch size can replay the first's step
+(`StepRun.step_live`) instead of simulating it again.
 """
 
 from __future__ import annotations
@@ -14,16 +16,15 @@ from __future__ import annotations
 import gc
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from tinytl.errors import TinyTLError
-from tinytl.memory.meta_kernels import NOT_HANDLED, run_meta
+from tinytl.memory.meta_kernels import FastMetaMode, run_op, tensors_in
 
 ROOT_SITE = "(model)"  # functional code of the top-level module's forward
 LOSS_SITE = "(loss)"
@@ -53,43 +54,50 @@ class StepRun:
     event_forward: tuple[bool, ...]  # per event, whether it ran during the forward (incl. the loss)
     state: tuple[int, ...]  # per event, live bytes of gradients, optimizer state and buffers
     param_bytes: int
+    step_live: tuple[int, ...]  # per optimizer-step event, live bytes above those when the step began
 
 
-class _StorageTracker(TorchDispatchMode):
+class _StorageTracker(FastMetaMode):
     """Live bytes of every storage created while active (plus the given ones), one event per op."""
 
-    def __init__(self, on_event) -> None:
+    def __init__(self, site: Callable[[], int]) -> None:
         super().__init__()
-        self._live: dict[int, int] = {}
+        self._live: dict[int, tuple[int, weakref.ref]] = {}  # storage -> bytes, a reference that frees it
         self.born: dict[int, int] = {}  # storage -> index of the event that created it
         self.current = 0
-        self.events = 0
-        self._on_event = on_event
+        self.live: list[int] = []  # per event, bytes live after it
+        self.sites: list[int] = []  # per event, the site it ran in
+        self._site = site
 
-    def track(self, t: torch.Tensor) -> int:
-        """Count a tensor's storage from now until it dies; return its key."""
+    def track(self, t: torch.Tensor) -> None:
+        """Count a tensor's storage from now until it dies."""
         storage = t.untyped_storage()
         key = storage._cdata
         if key not in self._live:
-            self._live[key] = storage.nbytes()
-            self.born[key] = self.events
-            self.current += storage.nbytes()
-            weakref.finalize(storage, self._free, key)
-        return key
+            nbytes = storage.nbytes()
+            self._live[key] = (nbytes, weakref.ref(storage, lambda _, k=key: self._free(k)))
+            self.born[key] = len(self.live)
+            self.current += nbytes
 
     def _free(self, key: int) -> None:
-        self.current -= self._live.pop(key, 0)
+        entry = self._live.pop(key, None)
+        if entry is not None:
+            self.current -= entry[0]
+
+    def event(self, current: int) -> None:
+        """An event outside an op (a replayed step, a step that runs none) with `current` bytes live."""
+        self.live.append(current)
+        self.sites.append(self._site())
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = run_meta(func, args, kwargs)
-        if out is NOT_HANDLED:
-            out = func(*args, **kwargs)
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
+        out = run_op(func, args, kwargs or {})
+        if isinstance(out, torch.Tensor):
+            self.track(out)
+        else:
+            for t in tensors_in(out):
                 self.track(t)
-        self._on_event(self.current)
-        self.events += 1
+        self.live.append(self.current)
+        self.sites.append(self._site())
         return out
 
 
@@ -127,7 +135,7 @@ def _cpu_faithful_attention() -> None:
 
 
 def _first_tensor(value) -> torch.Tensor | None:
-    return next((t for t in tree_leaves(value) if isinstance(t, torch.Tensor)), None)
+    return next(iter(tensors_in(value)), None)
 
 
 def _logits(output) -> torch.Tensor:
@@ -147,32 +155,40 @@ def _steady_state_adam(params: list[nn.Parameter]) -> torch.optim.Adam | None:
         return None
     optimizer = torch.optim.Adam(params, lr=1e-3)
     for p in params:  # what Adam's first step creates: a step count and two moments per parameter
-        optimizer.state[p] = {"step": torch.tensor(1.0), "exp_avg": torch.zeros_like(p),
-                              "exp_avg_sq": torch.zeros_like(p)}
+        # empty_like: on the meta device only the moments' sizes count (zeros_like's meta kernel is Python)
+        optimizer.state[p] = {"step": torch.tensor(1.0), "exp_avg": torch.empty_like(p),
+                              "exp_avg_sq": torch.empty_like(p)}
     return optimizer
 
 
-def record_step(model: nn.Module, trainable: set[str], batch: int, sample_shape: tuple[int, ...]) -> StepRun:
-    """Run one training step of `model` (on the meta device) at `batch` and record saves and live memory."""
+def record_step(model: nn.Module, trainable: set[str], batch: int, sample_shape: tuple[int, ...],
+                step_live: tuple[int, ...] | None = None) -> StepRun:
+    """Run one training step of `model` (on the meta device) at `batch` and record saves and live memory.
+
+    `step_live` (a recording's `StepRun.step_live` with the same trainable set, at another batch size)
+    replays that optimizer step instead of simulating it: the step's tensors do not depend on the batch."""
     with _LOCK:
-        flags = {n: p.requires_grad for n, p in model.named_parameters()}
+        named = list(model.named_parameters())
+        flags = [p.requires_grad for _, p in named]
         collecting = gc.isenabled()
         gc.disable()  # tensors die by reference count alone, at the same point at every batch size
         try:
-            for n, p in model.named_parameters():
+            for n, p in named:
                 p.requires_grad_(n in trainable)
-            return _record(model, trainable, batch, sample_shape)
+            return _record(model, named, trainable, batch, sample_shape, step_live)
         finally:
             if collecting:
                 gc.enable()
-            for n, p in model.named_parameters():
-                p.requires_grad_(flags[n])
+            for (_, p), flag in zip(named, flags):
+                p.requires_grad_(flag)
                 p.grad = None
 
 
-def _record(model: nn.Module, trainable: set[str], batch: int, sample_shape: tuple[int, ...]) -> StepRun:
-    device = next(model.parameters()).device
-    params = [p for n, p in model.named_parameters() if n in trainable]
+def _record(model: nn.Module, named: list[tuple[str, nn.Parameter]], trainable: set[str], batch: int,
+            sample_shape: tuple[int, ...], step_live: tuple[int, ...] | None) -> StepRun:
+    all_params = [p for _, p in named]
+    device = next(iter(all_params)).device
+    params = [p for n, p in named if n in trainable]
     optimizer = _steady_state_adam(params)
     model.train()
     sites: list[Site] = []
@@ -180,15 +196,14 @@ def _record(model: nn.Module, trainable: set[str], batch: int, sample_shape: tup
     stack: list[int] = []
     saved: list[int] = []
     node_site: dict[object, int] = {}
-    live: list[int] = []
-    event_site: list[int] = []
-    event_forward: list[bool] = []
     phase = {"forward": True, "site": -1}
-    names = {id(m): n for n, m in model.named_modules()}
-    leaves = {id(m) for m in model.modules() if not any(True for _ in m.children())}
-    param_keys = {p.untyped_storage()._cdata for p in model.parameters()}
-    excluded = param_keys | {b.untyped_storage()._cdata for b in model.buffers()}
-    seen: set[int] = set()  # saved storages still alive (a key leaves with its storage, so none is reused)
+    named_modules = list(model.named_modules())
+    modules = [m for _, m in named_modules]
+    names = {id(m): n for n, m in named_modules}
+    leaves = {id(m) for m in modules if not any(True for _ in m.children())}
+    buffers = list(model.buffers())
+    excluded = {t.untyped_storage()._cdata for t in (*all_params, *buffers)}
+    seen: dict[int, weakref.ref] = {}  # saved storages still alive (a key leaves with its storage: none is reused)
 
     def new_site(name: str, module: str, type_name: str, leaf: bool) -> int:
         sites.append(Site(name, module, type_name, leaf, ()))
@@ -201,14 +216,9 @@ def _record(model: nn.Module, trainable: set[str], batch: int, sample_shape: tup
         node = torch._C._current_autograd_node()
         return node_site.get(node, phase["site"]) if node is not None else phase["site"]
 
-    def on_event(current: int) -> None:
-        live.append(current - param_bytes)
-        event_site.append(current_site())
-        event_forward.append(phase["forward"])
-
     def label(tensors, site: int) -> None:
         """Charge every not yet labelled autograd node reachable from `tensors` to `site`."""
-        todo = [t.grad_fn for t in tensors if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+        todo = [t.grad_fn for t in tensors if t.grad_fn is not None]
         while todo:
             node = todo.pop()
             if node in node_site:
@@ -217,7 +227,7 @@ def _record(model: nn.Module, trainable: set[str], batch: int, sample_shape: tup
             todo.extend(n for n, _ in node.next_functions if n is not None and n not in node_site)
 
     def pre_hook(module, args, kwargs):
-        label(tree_leaves((args, kwargs)), current_site())
+        label(tensors_in(args) + tensors_in(kwargs) if kwargs else tensors_in(args), current_site())
         name = names.get(id(module), "")
         count = calls.get(name, 0) + 1
         calls[name] = count
@@ -226,7 +236,7 @@ def _record(model: nn.Module, trainable: set[str], batch: int, sample_shape: tup
 
     def post_hook(module, args, kwargs, output):
         site = stack.pop()
-        label(tree_leaves(output), site)
+        label(tensors_in(output), site)
         out = _first_tensor(output)
         if out is not None:
             s = sites[site]
@@ -236,20 +246,19 @@ def _record(model: nn.Module, trainable: set[str], batch: int, sample_shape: tup
         storage = t.untyped_storage()
         key = storage._cdata
         if stack and key not in excluded and key not in seen:  # the model's saves; the loss's stay out
-            seen.add(key)
-            weakref.finalize(storage, seen.discard, key)
+            seen[key] = weakref.ref(storage, lambda _, k=key: seen.pop(k, None))
             saved[stack[-1]] += storage.nbytes()
         return t
 
     handles = []
-    for module in model.modules():
+    for module in modules:
         handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
         handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
     state_tensors = [t for s in (optimizer.state.values() if optimizer else ()) for t in s.values()
                      if isinstance(t, torch.Tensor)]
-    param_bytes = sum(p.untyped_storage().nbytes() for p in model.parameters())
-    tracker = _StorageTracker(on_event)
-    for t in (*model.parameters(), *model.buffers(), *state_tensors):
+    param_bytes = sum(p.untyped_storage().nbytes() for p in all_params)
+    tracker = _StorageTracker(current_site)
+    for t in (*all_params, *buffers, *state_tensors):
         tracker.track(t)
     base_state = tracker.current - param_bytes  # buffers and optimizer state
     x = torch.empty(batch, *sample_shape, device=device)
@@ -264,28 +273,35 @@ def _record(model: nn.Module, trainable: set[str], batch: int, sample_shape: tup
             phase["site"] = new_site(LOSS_SITE, "", "CrossEntropyLoss", False)
             loss = F.cross_entropy(output, y)
             label([loss], phase["site"])
+            forward_events = len(tracker.live)  # the loss's included
             if loss.requires_grad:
                 phase["forward"] = False
                 del output
                 loss.backward()
             phase["site"] = new_site(STEP_SITE, "", "Adam", False)
             phase["forward"] = False
-            mark = len(live)
-            if optimizer is not None:
-                optimizer.step()
-            if mark == len(live):  # nothing trains: the step still holds what is live now
-                on_event(tracker.current)
+            mark, start = len(tracker.live), tracker.current
+            if step_live is not None:
+                for extra in step_live:
+                    tracker.event(start + extra)
+            else:
+                if optimizer is not None:
+                    optimizer.step()
+                if mark == len(tracker.live):  # nothing trains: the step still holds what is live now
+                    tracker.event(tracker.current)
     except (RuntimeError, AssertionError, ValueError, NotImplementedError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TinyTLError(f"cannot simulate a training step at batch {batch}: {first}") from None
     finally:
         for h in handles:
             h.remove()
-    grads = _grads_by_event(params, len(live), tracker.born)
+    events = len(tracker.live)
+    grads = _grads_by_event(params, events, tracker.born)
     state = tuple(base_state + g for g in grads)
-    return StepRun(batch=batch, sites=tuple(sites), saved=tuple(saved), live=tuple(live),
-                   event_site=tuple(event_site), event_forward=tuple(event_forward), state=state,
-                   param_bytes=param_bytes)
+    return StepRun(batch=batch, sites=tuple(sites), saved=tuple(saved),
+                   live=tuple(v - param_bytes for v in tracker.live), event_site=tuple(tracker.sites),
+                   event_forward=(True,) * forward_events + (False,) * (events - forward_events), state=state,
+                   param_bytes=param_bytes, step_live=tuple(v - start for v in tracker.live[mark:]))
 
 
 def _grads_by_event(params: list[nn.Parameter], n_events: int, born: dict[int, int]) -> list[int]:

@@ -2,7 +2,8 @@
 
 Nothing real is allocated: the walk runs on meta tensors at batch 1 with every parameter requiring a
 gradient, so autograd's graph tells which earlier layers feed each layer (its `ancestors`). A policy is
-applied afterwards, by name, without walking again.
+applied afterwards, by name, without walking again. The walk, and the build it walks, run their ops through
+the fast meta kernels (`tinytl.memory.meta_kernels`): same shapes, a fraction of the Python.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from tinytl.errors import TinyTLError
+from tinytl.memory.meta_kernels import FastMetaMode
 from tinytl.models.registry import BLOCK_TYPES
 from tinytl.models.setting import ModelSetting
 from tinytl.models.torchvision_backbones import RESNET_BLOCKS, InvertedResidualV2, InvertedResidualV3
@@ -199,7 +201,7 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
     device = next(model.parameters()).device
     x = torch.empty(batch, 3, resolution, resolution, device=device)
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), FastMetaMode():
             model(x)
     except (RuntimeError, AssertionError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -220,5 +222,6 @@ def trace_model(model: nn.Module, resolution: int, backbone: str = "custom", num
 
 def trace_backbone(model: ModelSetting) -> ModelTrace:
     """Build a model setting on the meta device and walk it (shapes only)."""
-    return trace_model(model.build("meta"), model.resolution, model.backbone, model.classes, model.lite_residual,
-                       model.norm)
+    with FastMetaMode():  # builders that run the model on meta (lite-residual hosts' shapes) run it fast too
+        built = model.build("meta")
+    return trace_model(built, model.resolution, model.backbone, model.classes, model.lite_residual, model.norm)
