@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
 from torch import nn
@@ -34,9 +34,8 @@ def classifier_name(model: nn.Module) -> str:
     return linears[-1]
 
 
-def _under(name: str, prefixes: Collection[str]) -> bool:
+def _under(name: str, prefixes: set[str]) -> bool:
     """Whether `name` is one of `prefixes` or lies under one (a set lookup per ancestor, not a scan per prefix)."""
-    prefixes = prefixes if isinstance(prefixes, (set, frozenset)) else set(prefixes)
     parts = name.split(".")
     return any(".".join(parts[:i]) in prefixes for i in range(1, len(parts) + 1))
 

@@ -187,7 +187,7 @@ def record_step(model: nn.Module, trainable: set[str], batch: int, sample_shape:
 def _record(model: nn.Module, named: list[tuple[str, nn.Parameter]], trainable: set[str], batch: int,
             sample_shape: tuple[int, ...], step_live: tuple[int, ...] | None) -> StepRun:
     all_params = [p for _, p in named]
-    device = next(iter(all_params)).device
+    device = all_params[0].device
     params = [p for n, p in named if n in trainable]
     optimizer = _steady_state_adam(params)
     model.train()
