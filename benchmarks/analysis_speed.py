@@ -6,7 +6,7 @@ Times are CPU seconds of this process (time.process_time; a child's user + syste
 on a shared, loaded machine wall time stretches with the load, CPU time far less. Each first analysis
 starts from nothing cached: a fresh model, no walk, no recording, no memoized op signature.
 
-python benchmarks/analysis_speed.py
+python -m benchmarks.analysis_speed
 """
 
 from __future__ import annotations

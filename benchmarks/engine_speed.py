@@ -6,7 +6,7 @@ exact and recompute modes. Memory and gradients from one instrumented step each;
 rounds in which every contender steps once (forward + backward), interleaved, after a warm-up round, as
 wall time and as process CPU time. `--old-protocol` also times the way `measure` did before (each
 contender alone, stock first, best of N steps with the Adam step), to show why the two disagreed.
-Run: python benchmarks/engine_speed.py [--rounds 7 --settings proxyless-bn-frozen,proxyless-gn,mbv3,effnet]
+Run: python -m benchmarks.engine_speed [--rounds 7 --settings proxyless-bn-frozen,proxyless-gn,mbv3,effnet]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ searched at 64 px under the fixed run's paper-view memory (batch 8, 10 classes, 
 shipped predictor, then scored on the held-out test split with inherited weights (`evaluate`). A seed fixes the
 digits split for both. Runs go to `--jobs` worker processes of one torch thread each; prints markdown tables.
 Adaptations are kept in `--work` and reused when present (each is what `python -m tinytl adapt --policy P
---seed S` writes). Run: python benchmarks/fa_vs_fixed.py [--seeds 0,1,2] [--policies bias,lite+bias] [--jobs 2]
+--seed S` writes). Run: python -m benchmarks.fa_vs_fixed [--seeds 0,1,2] [--policies bias,lite+bias] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -42,19 +42,17 @@ def fa_run(policy: str, seed: int, budget_mb: float, supernet: str | None, predi
            work: Path) -> dict:
     """Adapt the super-net with the policy and seed (or reuse that adaptation's file in `work`), search at 64 px
     under the budget, score the best sub-net."""
-    from tinytl.models.supernet import DEFAULT_CHECKPOINT, load_supernet, parse_subnet
+    from tinytl.models.supernet import parse_subnet
     from tinytl.models.supernet_warmstart import proxyless_subnet
     from tinytl.search.evolution import search_subnets
     from tinytl.search.predictor import load_predictor
-    from tinytl.train.adapt import adaptation_seed, adapt_supernet, load_adapted, save_adapted, subnet_test_accuracy
+    from tinytl.train.adapt import adapt_to_file, adaptation_seed, load_adapted, subnet_test_accuracy
 
     torch.set_num_threads(1)
     started = time.process_time()
     path = work / f"fa_{policy}_{seed}.pt"
-    if not path.is_file():  # same as `python -m tinytl adapt --policy POLICY --seed SEED --out PATH`
-        net = load_supernet(supernet, CLASSES)
-        meta = adapt_supernet(net, policy=policy, seed=seed)
-        save_adapted(net, path, supernet or DEFAULT_CHECKPOINT, meta)
+    if not path.is_file():  # `python -m tinytl adapt --policy POLICY --seed SEED --out PATH`
+        adapt_to_file(path, supernet, policy=policy, seed=seed)
     net = load_adapted(path)
     if net.provenance["adaptation"]["policy"] != policy or adaptation_seed(net) != seed:
         raise SystemExit(f"{path} is not the {policy} adaptation with seed {seed}")

@@ -4,7 +4,7 @@ Global-average-pools the outputs of a few blocks and of the final 1x1 conv on th
 the digits train / held-out split, fits scikit-learn's logistic regression on the train features, and prints
 held-out accuracy per depth. It bounds what `last` can reach (the final row) and shows how much better the
 middle of the network is, i.e. how much room bias / lite residual fine-tuning has.
-Run: python benchmarks/feature_probe.py [--weights PATH] [--resolution 64]
+Run: python -m benchmarks.feature_probe [--weights PATH] [--resolution 64]
 """
 
 from __future__ import annotations

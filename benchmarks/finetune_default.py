@@ -2,7 +2,7 @@
 
 Runs `finetune`'s defaults (digits, shipped checkpoint, lite+bias, engine auto) and the same setting on
 stock PyTorch, plus stock `full` (what a user fine-tunes without TinyTL), and prints a markdown table and
-the issue's Must-show lines. Run: python benchmarks/finetune_default.py [--seed 0 --threads 1]
+the issue's Must-show lines. Run: python -m benchmarks.finetune_default [--seed 0 --threads 1]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Prints markdown tables for docs/BENCHMARKS.md: per run (policy, weights, held-out accuracy, measured peak,
 saved activations, predicted memory, times) for the first seed, and, with several seeds, accuracy per seed
 with its mean and each policy's paired gain over `last`. Runs go to `--jobs` worker processes of
-`--threads` torch threads each. Run: python benchmarks/finetune_policies.py [--seeds 0,1,2 --jobs 2 ...]
+`--threads` torch threads each. Run: python -m benchmarks.finetune_policies [--seeds 0,1,2 --jobs 2 ...]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Accuracy pairs per resolution (count, mean and its standard error, spread) and the predictor's metrics, as markdown.
 
-Run: python benchmarks/pairs_by_resolution.py [--pairs data/supernet_pairs.json] \
+Run: python -m benchmarks.pairs_by_resolution [--pairs data/supernet_pairs.json] \
      [--predictor data/supernet_predictor.pt]
 """
 

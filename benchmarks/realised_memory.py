@@ -6,7 +6,7 @@ rounds), and the largest gradient difference from stock. `checkpoint` is stock P
 torch.utils.checkpoint(use_reentrant=False) on the blocks the recompute mode re-runs (no view predicts
 it). Then the issue's Must-show checks, computed from the same run. Example (long on 2 shared cores):
 
-    python benchmarks/realised_memory.py --resolution 224 --batch-size 8 --classes 102
+    python -m benchmarks.realised_memory --resolution 224 --batch-size 8 --classes 102
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Search speed: evolutionary search of population 100 x 500 iterations with the shipped predictor.
 
-python benchmarks/search_speed.py [--predictor PATH] [--budget-mb 8]
+python -m benchmarks.search_speed [--predictor PATH] [--budget-mb 8]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Sub-net memory speed: analytic evaluations per second (one at a time and vectorised), against the layer walk.
 
-python benchmarks/subnet_memory.py
+python -m benchmarks.subnet_memory
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The whole super-net's training memory under the paper view (every slot at expand 6 / kernel 7, lite residuals),
 beside ProxylessNAS-Mobile's, to compare with the rebuttal's "64 MB at batch 8, about 26 MB at batch 1 (GroupNorm)".
 
-Run: python benchmarks/supernet_memory.py
+Run: python -m benchmarks.supernet_memory
 """
 
 from __future__ import annotations

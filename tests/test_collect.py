@@ -78,3 +78,31 @@ def test_two_processes_match_one(tmp_path):
     assert [p["index"] for p in b["pairs"]] == [0, 1, 2, 3]
     assert a["pairs"] == b["pairs"]
     assert all(0 <= p["accuracy"] <= 1 and p["val_images"] == 24 for p in a["pairs"])
+
+
+def test_a_resumed_run_scores_only_the_missing_pairs_and_equals_a_fresh_run(tmp_path, monkeypatch):
+    _, adapted = _adapted(tmp_path)
+    args = ["--adapted", str(adapted), "--resolutions", "32,40", "--val-images", "24", "--seed", "3"]
+    fresh, resumed = tmp_path / "fresh.json", tmp_path / "resumed.json"
+    assert main(["collect", *args, "--pairs", "4", "--out", str(fresh)]) == 0
+    assert main(["collect", *args, "--pairs", "2", "--out", str(resumed)]) == 0
+    from tinytl.search import collect
+    measured = []
+    real = collect.measure_pair
+    monkeypatch.setattr(collect, "measure_pair", lambda net, spec, slices: measured.append(spec.index)
+                        or real(net, spec, slices))
+    assert main(["collect", *args, "--pairs", "4", "--out", str(resumed), "--resume"]) == 0
+    a, b = json.loads(fresh.read_text()), json.loads(resumed.read_text())
+    assert sorted(measured) == [2, 3] and a["pairs"] == b["pairs"] and b["provenance"]["resumed"]["pairs_kept"] == 2
+
+
+def test_resuming_a_file_made_with_other_settings_is_refused(tmp_path, capsys):
+    _, adapted = _adapted(tmp_path)
+    out = tmp_path / "pairs.json"
+    assert main(["collect", "--adapted", str(adapted), *ARGS, "--out", str(out)]) == 0
+    before = out.read_text()
+    args = [a if a != "24" else "20" for a in ARGS]  # another validation slice
+    assert main(["collect", "--adapted", str(adapted), *args, "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot resume: the existing pairs file was made with another protocol" in err[0]
+    assert out.read_text() == before

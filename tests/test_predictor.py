@@ -78,11 +78,13 @@ def test_predictor_refuses_unknown_resolutions_and_few_pairs():
 
 
 
-def test_shipped_predictor_beats_the_mean_and_its_metrics_reproduce():
-    """The shipped predictor's recorded held-out metrics beat the mean and follow from the shipped pairs."""
+def test_shipped_predictor_beats_the_mean_and_its_metrics_reproduce(one_thread):
+    """The shipped predictor's recorded held-out metrics beat the mean and follow from the shipped pairs (trained
+    on one thread, as `collect` trains it: float sums in another order fit a slightly different MLP)."""
     shipped = load_predictor()
     m = shipped.metrics
     assert m["rmse"] < m["mean_rmse"] and m["kendall_tau"] > 0
+    assert quality_warning(m) is None  # beats both baselines and ranks inside a resolution at tau >= 0.4
     pairs = json.loads((DEFAULT_PREDICTOR.parent / "supernet_pairs.json").read_text())["pairs"]
     assert m["train_pairs"] + m["test_pairs"] == len(pairs) == shipped.provenance["pairs"]
     again = train_predictor(pairs, seed=m["seed"], epochs=m["epochs"], target=m.get("target", "accuracy")).metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import stat
@@ -63,6 +64,14 @@ def save_file(obj: dict, path: str | Path) -> int:
 def write_text(text: str, path: str | Path) -> int:
     """Write a text file atomically (parents created); return its size in bytes."""
     return _write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """The parsed content of a JSON file, or one TinyTLError line when it cannot be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise TinyTLError(f"cannot read {what} {str(path)!r}: {err}") from None
 
 
 def check_input_file(path: str | Path, what: str = "file", hint: str = "") -> Path:

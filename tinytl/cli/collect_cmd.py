@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                "in the user data folder, $TINYTL_HOME or ~/.local/share/tinytl)")
     p.add_argument("--train-predictor", default=None, metavar="PATH",
                    help="also train the accuracy predictor on the pairs and save it here")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the pairs an earlier run with the same settings wrote to --out, score only the rest")
     p.add_argument("--json", action="store_true", help="print the pairs file's content")
     p.set_defaults(func=run)
 
@@ -44,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from tinytl.paths import output_path
-    from tinytl.search.collect import Protocol, collect_pairs, init_distributed, pair_specs
-    from tinytl.storage import check_output_path, write_text
+    from tinytl.search.collect import Protocol, collect_pairs, init_distributed, pair_specs, reusable_pairs
+    from tinytl.storage import check_output_path, read_json, write_text
     from tinytl.train.adapt import adaptation_seed, load_adapted
 
     out_path = output_path(args.out, "supernet_pairs.json", "pairs file")
@@ -55,10 +57,14 @@ def run(args: argparse.Namespace) -> int:
     supernet = load_adapted(args.adapted)
     specs = pair_specs(args.pairs, args.resolutions, args.seed)
     protocol = Protocol(args.dataset, args.val_images, adaptation_seed(supernet))
+    settings = {"dataset": args.dataset, "protocol": protocol.__dict__, "seed": args.seed,
+                "resolutions": sorted(set(args.resolutions)), "supernet": getattr(supernet, "provenance", {})}
+    earlier = read_json(out_path, "pairs file") if args.resume and out_path.is_file() else {}
+    done = reusable_pairs(earlier, specs, settings) if earlier else {}
     rank, world = init_distributed()
     started, cpu_started = time.time(), time.process_time()
     try:
-        pairs = collect_pairs(supernet, specs, protocol)
+        pairs = collect_pairs(supernet, specs, protocol, done)
     finally:
         if dist.is_initialized():  # a clean shutdown: no rank exits while another still talks to it
             dist.barrier()
@@ -66,14 +72,12 @@ def run(args: argparse.Namespace) -> int:
     if rank != 0:
         return 0
     out = {"provenance": {"made_by": "python -m tinytl collect", "argv": sys.argv[1:], "world_size": world,
-                          "dataset": args.dataset, "classes": supernet.classifier[1].out_features,
-                          "protocol": protocol.__dict__, "seed": args.seed,
-                          "resolutions": sorted(set(args.resolutions)),
-                          "supernet": getattr(supernet, "provenance", {}),
+                          "classes": supernet.classifier[1].out_features, **settings,
                           "seconds": round(time.time() - started, 1),
                           "cpu_seconds_rank0": round(time.process_time() - cpu_started, 1),
                           "torch": torch.__version__, "machine": platform.machine(),
-                          "created": time.strftime("%Y-%m-%d %H:%M:%S")},
+                          "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                          **({"resumed": {"pairs_kept": len(done), "from": earlier["provenance"]}} if done else {})},
            "pairs": pairs}
     write_text(json.dumps(out, indent=1), out_path)
     if args.train_predictor:

@@ -96,18 +96,12 @@ ADAPT_DOC = ("`adapt`: fine-tune the super-net on the target data with a random 
 def run_adapt(args: argparse.Namespace) -> int:
     import torch
 
-    from tinytl.data import load_dataset
-    from tinytl.models.supernet import DEFAULT_CHECKPOINT, load_supernet
     from tinytl.paths import output_path
-    from tinytl.train.adapt import adapt_supernet, save_adapted
+    from tinytl.train.adapt import adapt_to_file
 
-    resolutions = args.resolutions
     out = output_path(args.out, f"supernet_{args.dataset}_fa.pt", "adaptation file")
     torch.set_num_threads(args.threads)
-    supernet_path = args.supernet or DEFAULT_CHECKPOINT
-    supernet = load_supernet(supernet_path, load_dataset(args.dataset, min(resolutions)).num_classes)
-    meta = adapt_supernet(supernet, resolutions, args.dataset, args.policy, args.epochs, args.batch_size, args.lr,
-                          args.val_images, args.seed)
-    meta["file_bytes"] = save_adapted(supernet, out, supernet_path, meta)
+    meta = adapt_to_file(out, args.supernet, args.dataset, args.resolutions, policy=args.policy, epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr, val_images=args.val_images, seed=args.seed)
     print_json({k: v for k, v in meta.items() if k != "history"} | {"out": str(out)})
     return 0

@@ -4,8 +4,8 @@ Protocol (as TinyTL does it; docs/PAPER.md): no sub-net is trained. Each is run 
 from the adapted super-net and scored on a fixed validation slice of the target's train split that the
 adaptation held out (the test split stays untouched), so a pair costs one forward pass over that slice.
 Which sub-net and resolution pair i measures is fixed by (seed, i) alone and scoring is deterministic, so
-the result does not depend on how pairs are spread over processes; rank r takes pairs r, r + N, ... and
-rank 0 gathers and writes them in index order.
+the result does not depend on how pairs are spread over processes, nor on whether a run resumed an earlier
+one's file; rank r takes every N-th pair still to measure and rank 0 gathers and writes them in index order.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from tinytl.data import load_dataset
+from tinytl.errors import TinyTLError
 from tinytl.models.supernet import ProxylessSuperNet, SubnetConfig, sample_subnet
 from tinytl.search.space import check_resolutions
 from tinytl.train.adapt import VALIDATION_IMAGES, check_target, validation_split
@@ -96,11 +97,27 @@ def init_distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def collect_pairs(supernet: ProxylessSuperNet, specs: Sequence[PairSpec], protocol: Protocol) -> list[dict]:
-    """Measure this rank's share of the specs; every rank returns all pairs in index order."""
+def reusable_pairs(previous: Mapping, specs: Sequence[PairSpec], settings: Mapping) -> dict[int, dict]:
+    """The pairs of an earlier run's file that this run would measure the same way, by index: its settings
+    (protocol, seed, resolutions, adapted super-net) must equal `settings`, and a kept pair must be its index's
+    spec. Scoring is deterministic, so a resumed file equals a fresh run's."""
+    made = previous.get("provenance", {})
+    for key, value in settings.items():
+        if made.get(key) != value:
+            raise TinyTLError(f"cannot resume: the existing pairs file was made with another {key} "
+                              f"({made.get(key)!r}, this run: {value!r}); pass another --out")
+    wanted = {s.index: (s.subnet.to_dict(), s.resolution) for s in specs}
+    return {p["index"]: p for p in previous.get("pairs", [])
+            if wanted.get(p["index"]) == (p["subnet"], p["resolution"])}
+
+
+def collect_pairs(supernet: ProxylessSuperNet, specs: Sequence[PairSpec], protocol: Protocol,
+                  done: Mapping[int, dict] | None = None) -> list[dict]:
+    """Measure this rank's share of the specs not already `done`; every rank returns all pairs in index order."""
     check_target(supernet, protocol.dataset)
     rank, world = init_distributed()
-    mine = [s for s in specs if s.index % world == rank]
+    done = done or {}
+    mine = [s for s in specs if s.index not in done][rank::world]
     slices = ValidationSlices(protocol, supernet)
     results = []
     started = time.time()
@@ -112,4 +129,4 @@ def collect_pairs(supernet: ProxylessSuperNet, specs: Sequence[PairSpec], protoc
         gathered: list[list[dict] | None] = [None] * world
         dist.all_gather_object(gathered, results)
         results = [r for part in gathered for r in part]
-    return sorted(results, key=lambda r: r["index"])
+    return sorted([*results, *done.values()], key=lambda r: r["index"])

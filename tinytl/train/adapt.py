@@ -88,6 +88,17 @@ def adapt_supernet(supernet: ProxylessSuperNet, resolutions: Sequence[int] = ADA
             "made_by": "python -m tinytl adapt"}
 
 
+def adapt_to_file(out: str | Path, supernet_path: str | Path | None = None, dataset: str = "digits",
+                  resolutions: Sequence[int] = ADAPT_DRAWS, **options) -> dict:
+    """Load the base super-net with the target's head, adapt it (`adapt_supernet`'s other options) and store the
+    adaptation at `out`: what `python -m tinytl adapt` does. Returns the run's metadata with the file size."""
+    base = supernet_path or DEFAULT_CHECKPOINT
+    supernet = load_supernet(base, load_dataset(dataset, min(resolutions)).num_classes)
+    meta = adapt_supernet(supernet, resolutions, dataset, **options)
+    meta["file_bytes"] = save_adapted(supernet, out, base, meta)
+    return meta
+
+
 def save_adapted(supernet: ProxylessSuperNet, path: str | Path, base: str | Path, meta: dict) -> int:
     """Store only the adapted tensors (fp16) plus the base super-net's file name; return the file size."""
     names = trainable_names(supernet, meta.get("policy", "lite+bias"))
