@@ -262,3 +262,25 @@ def test_recompute_inside_no_grad_and_eval_runs_stock():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), ref(x))
+
+
+@pytest.mark.parametrize("threshold", [0, 1 << 30])
+def test_recompute_masks_large_rerun_activations_and_runs_small_ones_stock(monkeypatch, threshold):
+    """Inside a re-run, activations at or above RERUN_STOCK_NUMEL elements keep packed masks and smaller ones take
+    the stock kernel; gradients equal stock's either way (proxylessnas, GN, `bias`: ReLU6 everywhere)."""
+    from tinytl.engine import modules
+
+    stock = _model("proxylessnas_mobile", "gn")
+    apply_policy(stock, "bias")
+    engine = convert_model(copy.deepcopy(stock), "recompute")
+    x, y = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)), torch.tensor([2, 5])
+    _, want, _, _ = _step(stock, x, y)
+    monkeypatch.setattr(modules, "RERUN_STOCK_NUMEL", threshold)
+    real, calls = functional.ClampMaskFn.apply, []
+    monkeypatch.setattr(functional.ClampMaskFn, "apply",
+                        staticmethod(lambda *a: calls.append(functional.is_recomputing()) or real(*a)))
+    _, got, _, _ = _step(engine, x, y)
+    assert want.keys() == got.keys()
+    for name in want:
+        _assert_close(want[name], got[name], name)
+    assert (True in calls) == (threshold == 0)

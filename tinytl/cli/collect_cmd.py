@@ -41,6 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _run_fields(earlier: dict, settings: dict) -> dict:
+    """The earlier run's own provenance (command, processes, times), less the settings it shares with this run."""
+    return {k: v for k, v in earlier["provenance"].items() if k not in settings}
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
@@ -76,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
                           "seconds": round(time.time() - started, 1),
                           "cpu_seconds_rank0": round(time.process_time() - cpu_started, 1),
                           "torch": torch.__version__, "machine": platform.machine(),
-                          "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                          **({"resumed": {"pairs_kept": len(done), "from": earlier["provenance"]}} if done else {})},
+                          "created": time.strftime("%Y-%m-%d %H:%M:%S")},
            "pairs": pairs}
+    if done:
+        out["provenance"]["resumed"] = {"pairs_kept": len(done), "from": _run_fields(earlier, settings)}
     write_text(json.dumps(out, indent=1), out_path)
     if args.train_predictor:
         from tinytl.search.predictor import save_predictor, train_predictor

@@ -23,6 +23,16 @@ def _needs_graph(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+RERUN_STOCK_NUMEL = 1 << 22  # activations re-run inside a block below this many elements take the stock kernel
+
+
+def _needs_mask(x: torch.Tensor) -> bool:
+    """Whether a two-valued activation keeps a packed mask. Not when it is small and its block is re-running: what
+    the stock kernel keeps then lives only until the block's backward that follows at once, and on a small tensor
+    packing and unpacking costs 2-3x the stock kernels' time for a few MB at most (docs/BENCHMARKS.md)."""
+    return _needs_graph(x) and not (EF.is_recomputing() and x.numel() < RERUN_STOCK_NUMEL)
+
+
 class EngineModule:
     """Mixin naming the stock class an engine module converts back to."""
 
@@ -73,6 +83,8 @@ class EngineReLU(EngineModule, nn.ReLU):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _needs_graph(x):
             return x.clamp_(0, self.upper) if self.inplace else x.clamp(0, self.upper)
+        if not _needs_mask(x):  # the stock kernels: threshold (ReLU), hardtanh (ReLU6)
+            return F.relu(x, self.inplace) if self.upper is None else F.hardtanh(x, 0.0, self.upper, self.inplace)
         return EF.ClampMaskFn.apply(x, self.upper, self.inplace)
 
 
@@ -89,7 +101,7 @@ class EngineLeakyReLU(EngineModule, nn.LeakyReLU):
     stock_class = nn.LeakyReLU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _needs_graph(x):
+        if not _needs_mask(x):
             return super().forward(x)
         return EF.MaskGradFn.apply(x, "leaky_relu", self.negative_slope)
 
@@ -100,7 +112,7 @@ class EngineHardsigmoid(EngineModule, nn.Hardsigmoid):
     stock_class = nn.Hardsigmoid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _needs_graph(x):
+        if not _needs_mask(x):
             return super().forward(x)
         return EF.MaskGradFn.apply(x, "hardsigmoid", 0.0)
 
