@@ -106,3 +106,8 @@ def test_resuming_a_file_made_with_other_settings_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot resume: the existing pairs file was made with another protocol" in err[0]
     assert out.read_text() == before
+    for content in ("[1, 2]", "{not json", '{"provenance": {}, "pairs": [3]}'):
+        out.write_text(content)
+        assert main(["collect", "--adapted", str(adapted), *ARGS, "--out", str(out), "--resume"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cannot" in err[0] and out.read_text() == content

@@ -101,14 +101,17 @@ def reusable_pairs(previous: Mapping, specs: Sequence[PairSpec], settings: Mappi
     """The pairs of an earlier run's file that this run would measure the same way, by index: its settings
     (protocol, seed, resolutions, adapted super-net) must equal `settings`, and a kept pair must be its index's
     spec. Scoring is deterministic, so a resumed file equals a fresh run's."""
-    made = previous.get("provenance", {})
+    made = previous.get("provenance") if isinstance(previous, Mapping) else None
+    pairs = previous.get("pairs") if isinstance(made, Mapping) else None
+    if not isinstance(pairs, list) or not all(isinstance(p, Mapping) and {"index", "subnet", "resolution"} <= p.keys()
+                                              for p in pairs):
+        raise TinyTLError("cannot resume: the existing pairs file is not one `collect` wrote; pass another --out")
     for key, value in settings.items():
         if made.get(key) != value:
             raise TinyTLError(f"cannot resume: the existing pairs file was made with another {key} "
                               f"({made.get(key)!r}, this run: {value!r}); pass another --out")
     wanted = {s.index: (s.subnet.to_dict(), s.resolution) for s in specs}
-    return {p["index"]: p for p in previous.get("pairs", [])
-            if wanted.get(p["index"]) == (p["subnet"], p["resolution"])}
+    return {p["index"]: p for p in pairs if wanted.get(p["index"]) == (p["subnet"], p["resolution"])}
 
 
 def collect_pairs(supernet: ProxylessSuperNet, specs: Sequence[PairSpec], protocol: Protocol,
