@@ -73,6 +73,7 @@ def test_click_box_and_section_agree(page):
     first = inspected(page)
     assert_section_follows(page, first)
     points = chart(page).locator(".scatterlayer .trace").first.locator("path.point")  # "within budget"
+    points.nth(10).wait_for(state="attached", timeout=TIMEOUT_MS)  # plotly draws after the metrics below it
     assert points.count() > 10
     points.nth(7).click(force=True)
     settle(page)
