@@ -18,16 +18,14 @@ import pandas as pd
 import torch
 
 from tinytl.models.supernet import parse_subnet
-from tinytl.search.collect import PairSpec, Protocol, ValidationSlices, measure_pair
+from tinytl.search.collect import PairSpec, Protocol, collect_pairs
 from tinytl.search.predictor import DEFAULT_PREDICTOR, load_predictor
 from tinytl.train.adapt import load_adapted
 
 
 def _score(adapted: str | None, protocol: Protocol, specs: list[PairSpec]) -> list[dict]:
     torch.set_num_threads(1)
-    net = load_adapted(adapted)
-    slices = ValidationSlices(protocol, net)
-    return [measure_pair(net, spec, slices) for spec in specs]
+    return collect_pairs(load_adapted(adapted), specs, protocol)
 
 
 def paired_steps(made: dict, count: int, adapted: str | None, jobs: int) -> None:

@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     protocol = Protocol(args.dataset, args.val_images, adaptation_seed(supernet))
     settings = {"dataset": args.dataset, "protocol": protocol.__dict__, "seed": args.seed,
                 "resolutions": sorted(set(args.resolutions)), "supernet": getattr(supernet, "provenance", {})}
-    earlier = read_json(out_path, "pairs file") if args.resume and out_path.is_file() else {}
-    done = reusable_pairs(earlier, specs, settings) if earlier else {}
+    earlier = read_json(out_path, "pairs file") if args.resume and out_path.is_file() else None
+    done = reusable_pairs(earlier, specs, settings) if earlier is not None else {}
     rank, world = init_distributed()
     started, cpu_started = time.time(), time.process_time()
     try:

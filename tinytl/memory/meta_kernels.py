@@ -215,7 +215,7 @@ def _key(value):
         if not value.is_meta:
             raise TypeError("not a meta tensor")
         return ("T", value.shape, value.stride(), value.dtype, value.storage_offset())
-    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)):
         out = []  # one level inline: an op's arguments, an int list, a tensor list
         for v in value:
             if type(v) in _PLAIN_TYPES:
