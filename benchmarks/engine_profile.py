@@ -2,7 +2,8 @@
 
 ProxylessNAS-Mobile, `bias`, 224 px, batch 8, one thread; contenders stepped interleaved (forward + backward),
 then two profiled steps of each one asked for. `recompute-masked` is recompute with every re-run activation
-keeping its packed mask (RERUN_STOCK_NUMEL 0), the A/B for that threshold. Run:
+keeping its packed mask (RERUN_STOCK_NUMEL 0), the A/B for that threshold; `exact-unpaired` is exact with
+frozen conv + fixed-statistics BN pairs run apart, the A/B for running them as one Function. Run:
 python -m benchmarks.engine_profile --norm gn --profile checkpoint,recompute [--rounds 4 --rows 22]
 """
 
@@ -20,7 +21,7 @@ from tinytl.engine import checkpoint_blocks, convert_model, modules
 from tinytl.memory.measure import apply_policy_copy
 from tinytl.models import build_model
 
-CONTENDERS = ("pytorch", "checkpoint", "exact", "recompute", "recompute-masked")
+CONTENDERS = ("pytorch", "checkpoint", "exact", "exact-unpaired", "recompute", "recompute-masked")
 
 
 def main() -> None:
@@ -39,7 +40,10 @@ def main() -> None:
     for name in CONTENDERS:
         model = apply_policy_copy(base, "bias", torch.device("cpu"))
         models[name] = (checkpoint_blocks(model) if name == "checkpoint" else model if name == "pytorch"
-                        else convert_model(model, name.removesuffix("-masked")))
+                        else convert_model(model, name.split("-")[0]))
+        if name == "exact-unpaired":
+            for module in model.modules():
+                module.__dict__.pop(modules.FOLD_ATTR, None)
     threshold = modules.RERUN_STOCK_NUMEL
 
     def step(name: str) -> None:
@@ -59,6 +63,7 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
     print("median step CPU s:", {name: round(m, 4) for name, m in median.items()})
     print("x checkpointing's:", {name: round(m / median["checkpoint"], 3) for name, m in median.items()})
+    print("x stock's:", {name: round(m / median["pytorch"], 3) for name, m in median.items()})
     for name in filter(None, args.profile.split(",")):
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step(name)

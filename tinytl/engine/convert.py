@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tinytl.engine.functional import RecomputeFn
-from tinytl.engine.modules import ENGINE_CLASSES, EngineModule
+from tinytl.engine.modules import ENGINE_CLASSES, FOLD_ATTR, EngineConv2d, EngineModule
 from tinytl.engine.quantize import check_quant_bits, dequantize_weight, quantize_frozen_weight
 from tinytl.errors import TinyTLError
 from tinytl.models.registry import BLOCK_TYPES
@@ -95,7 +95,21 @@ def convert_model(model: nn.Module, mode: str = "exact", frozen_bits: int | None
                 quantize_frozen_weight(module, frozen_bits)
     for block in blocks:
         block.__class__ = _block_class(RecomputeBlock, type(block))
+    _pair_conv_norms(model)
     return model
+
+
+def _pair_conv_norms(model: nn.Module) -> None:
+    """Give each engine conv followed by a BatchNorm in an nn.Sequential a reference to that norm, to run the two
+    as one when the norm's statistics are fixed (the Sequential guarantees the norm reads only the conv's output).
+    Held in the conv's __dict__, outside the module registry: names, state dict and module tree are unchanged."""
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            layers = list(seq.children())
+            for conv, norm in zip(layers, layers[1:]):
+                if (isinstance(conv, EngineConv2d) and isinstance(norm, nn.BatchNorm2d)
+                        and isinstance(norm, EngineModule) and norm.num_features == conv.out_channels):
+                    conv.__dict__[FOLD_ATTR] = norm
 
 
 def checkpoint_blocks(model: nn.Module) -> nn.Module:
@@ -116,5 +130,6 @@ def restore_model(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module, EngineModule):
             dequantize_weight(module)
+            module.__dict__.pop(FOLD_ATTR, None)
             module.__class__ = module.stock_class
     return model

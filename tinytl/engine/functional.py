@@ -1,12 +1,13 @@
 """Memory-lean autograd Functions: each saves only what the gradients it must produce need.
 
 Rules (docs/PAPER.md: "Why bias-only saves memory", "Norm layers that are not affine"): a conv / linear keeps
-its input only when its weight trains; a
-ReLU / ReLU6 / dropout keeps a 1-bit mask packed 8 per byte; GroupNorm and training-mode BatchNorm keep
-their input and per-group statistics (i.e. x_hat) only when the input or scale gradient is needed;
-frozen-statistics BatchNorm keeps its input only when its scale trains. Gradients that are not needed
-are returned as None, never as materialised zeros. Parameters and buffers are saved freely: they live
-anyway and are not activations.
+its input only when its weight trains; a ReLU / ReLU6 / dropout keeps a 1-bit mask packed 8 per byte;
+GroupNorm and training-mode BatchNorm keep their input and per-group statistics (i.e. x_hat) only when the
+input or scale gradient is needed; frozen-statistics BatchNorm keeps its input only when its scale trains.
+Gradients that are not needed are returned as None, never as materialised zeros. Parameters and buffers are
+saved freely: they live anyway and are not activations. Forward values are stock's kernels' bit for bit;
+backwards may use other kernels for the same math (pointwise convs as matmuls, a frozen conv + norm pair's
+scale folded into the conv weight), equal to stock's gradients up to float rounding.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from tinytl.models.layers import standardize_weight
 _STATE = threading.local()  # .recomputing: depth of block re-runs in progress (BatchNorm keeps its stats then)
 # (8 bytes of 0/1, read as one little-endian int64) * _PACK >> 56 is the byte with bit i = byte i
 _PACK = 0x0102040810204080
-_LUTS: dict[tuple, torch.Tensor] = {}
+_BYTE_TABLES: dict[torch.device, torch.Tensor] = {}
+_ONES: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 MASK_CHUNK = 1 << 18  # elements per slice of a mask computation (a multiple of 8; 1 MB of float32)
 
 
@@ -38,47 +40,97 @@ def pack_mask(mask: torch.Tensor) -> torch.Tensor:
     return (flat.view(torch.int64) * _PACK).bitwise_right_shift_(56).to(torch.uint8)
 
 
-def pack_mask_of(x: torch.Tensor, predicate: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """pack_mask(predicate(x)), computed over slices of MASK_CHUNK elements: the predicate's temporaries then
-    stay small enough for the allocator to reuse one block, where a whole-tensor temporary is a fresh mapping
-    that page-faults on every step (on CPU that costs more than the arithmetic)."""
+def _slice_len(x: torch.Tensor) -> int:
+    """Elements per slice of a mask computation: MASK_CHUNK on CPU, the whole tensor elsewhere."""
+    return MASK_CHUNK if x.device.type == "cpu" else max(x.numel(), 8)
+
+
+def pack_mask_of(x: torch.Tensor, predicate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Pack where predicate(part, scratch) is nonzero, part by part over slices of x.
+
+    The predicate may write into `scratch` (a float buffer of part's size) and return it. All temporaries are
+    slice-sized buffers reused across slices: they stay in cache, and a whole-tensor temporary would be a fresh
+    mapping that page-faults on every step (on CPU that costs more than the arithmetic).
+    """
     flat = x.reshape(-1)
-    if flat.numel() <= MASK_CHUNK:
-        return pack_mask(predicate(flat))
-    out = torch.empty((flat.numel() + 7) // 8, dtype=torch.uint8, device=x.device)
-    for start in range(0, flat.numel(), MASK_CHUNK):
-        packed = pack_mask(predicate(flat[start:start + MASK_CHUNK]))
-        out[start // 8:start // 8 + packed.numel()] = packed
+    n, step = flat.numel(), _slice_len(x)
+    out = torch.empty((n + 7) // 8, dtype=torch.uint8, device=x.device)
+    size = min(n, step)
+    scratch = torch.empty(size, dtype=x.dtype, device=x.device)
+    bits = torch.zeros((size + 7) // 8 * 8, dtype=torch.bool, device=x.device)
+    words = bits.view(torch.int64)  # packed in place: bits is rewritten by the next slice's predicate
+    for start in range(0, n, step):
+        part = flat[start:start + step]
+        m = part.numel()
+        if m == bits.numel():  # every slice but a last, shorter one: no sub-views to make
+            bits.copy_(predicate(part, scratch))
+            packed = words.mul_(_PACK).bitwise_right_shift_(56)
+        else:  # the last slice: its padding bits stay 0
+            bits.zero_()[:m].copy_(predicate(part, scratch[:m]))
+            packed = words[:(m + 7) // 8].mul_(_PACK).bitwise_right_shift_(56)
+        out[start // 8:start // 8 + packed.numel()].copy_(packed)
     return out
 
 
-def _lut(values: tuple[float, float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(256, 8) table: row b holds values[bit i of b] for i in 0..7 (unpacking is then one gather)."""
-    key = (values, dtype, device)
-    if key not in _LUTS:
-        bits = torch.arange(256).unsqueeze(1).bitwise_right_shift(torch.arange(8)).bitwise_and(1).bool()
-        _LUTS[key] = torch.where(bits, values[1], values[0]).to(dtype=dtype, device=device)
-    return _LUTS[key]
+def _nonzero(part: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    return part
 
 
-def unpack_mask_as(packed: torch.Tensor, shape: Sequence[int], off: float, on: float,
-                   dtype: torch.dtype) -> torch.Tensor:
-    """A fresh `dtype` tensor of `shape` holding `on` where the packed bit is set, `off` elsewhere."""
-    numel = 1
-    for s in shape:
-        numel *= s
-    table = _lut((float(off), float(on)), dtype, packed.device)
-    return table.index_select(0, packed.int()).view(-1)[:numel].view(shape)
+def passes(kernel: Callable[..., torch.Tensor], *args) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A mask predicate from a stock backward kernel (its `grad_input` overload): where it lets a gradient of
+    ones through, so the mask follows stock PyTorch's boundary rules exactly. One float pass, no allocation."""
+    def predicate(part: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+        return kernel(_one(part).expand(part.shape), part, *args, grad_input=scratch)
+    return predicate
+
+
+def _one(like: torch.Tensor) -> torch.Tensor:
+    """A cached one-element tensor of 1 with like's dtype and device (expanded, it is a gradient of ones)."""
+    key = (like.dtype, like.device)
+    if key not in _ONES:
+        _ONES[key] = torch.ones(1, dtype=like.dtype, device=like.device)
+    return _ONES[key]
+
+
+def _byte_table(device: torch.device) -> torch.Tensor:
+    """(256,) int64: entry b holds 8 bytes, byte i being bit i of b. Unpacking is then a gather of 8-byte
+    scalars, which is several times faster on CPU than gathering rows of 8 values."""
+    if device not in _BYTE_TABLES:
+        bits = torch.arange(256).unsqueeze(1).bitwise_right_shift(torch.arange(8)).bitwise_and(1)
+        _BYTE_TABLES[device] = bits.to(torch.uint8).view(torch.int64).view(256).to(device)
+    return _BYTE_TABLES[device]
 
 
 def unpack_mask(packed: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Inverse of `pack_mask`: a bool tensor of the given shape."""
-    return unpack_mask_as(packed, shape, 0, 1, torch.uint8).view(torch.bool)
+    numel = 1
+    for s in shape:
+        numel *= s
+    spread = _byte_table(packed.device).index_select(0, packed.int()).view(torch.uint8)
+    return spread[:numel].view(torch.bool).view(shape)
 
 
-def masked_grad(grad: torch.Tensor, packed: torch.Tensor, on: float = 1.0) -> torch.Tensor:
-    """grad * on where the packed bit is set, 0 elsewhere: one gather and one in-place multiply."""
-    return unpack_mask_as(packed, grad.shape, 0.0, on, grad.dtype).mul_(grad)
+def masked_grad(grad: torch.Tensor, packed: torch.Tensor, on: float = 1.0, off: float = 0.0) -> torch.Tensor:
+    """grad * on where the packed bit is set, grad * off elsewhere. Slice by slice: bytes of 0/1 gathered from
+    the table, cast to grad's dtype in place in the output, multiplied by grad while still in cache."""
+    n, step = grad.numel(), _slice_len(grad)
+    g = grad.reshape(-1)
+    out = torch.empty(n, dtype=grad.dtype, device=grad.device)
+    table, index = _byte_table(grad.device), packed.int()
+    spread = torch.empty((min(n, step) + 7) // 8, dtype=torch.int64, device=grad.device)
+    factors = spread.view(torch.uint8)
+    for start in range(0, n, step):
+        part = out[start:start + step]
+        rows = index[start // 8:start // 8 + spread.numel()]
+        if rows.numel() == spread.numel():
+            torch.index_select(table, 0, rows, out=spread)
+        else:
+            torch.index_select(table, 0, rows, out=spread[:rows.numel()])
+        part.copy_(factors if part.numel() == factors.numel() else factors[:part.numel()])
+        if (off, on) != (0.0, 1.0):
+            part.mul_(on - off).add_(off)
+        part.mul_(g[start:start + step])
+    return out.view(grad.shape)
 
 
 @contextlib.contextmanager
@@ -118,6 +170,23 @@ def _shape_only(buffer: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return buffer.new_empty(shape)
 
 
+def _pointwise(weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int], groups: int) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped conv: a matrix product over channels at every pixel."""
+    return weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and groups == 1
+
+
+def _pointwise_input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """dL/dx of a pointwise conv as one batched matmul, W^T @ grad over (N, C, H*W) views.
+
+    On CPU this is 1.2-3x faster than convolution_backward, which takes a per-sample path for small batches on
+    one thread (docs/BENCHMARKS.md); the values agree to float rounding. (The weight gradient stays with
+    convolution_backward: as a batched matmul it would need an (N, C_out, C_in) transient.)
+    """
+    n, c_out = grad.shape[:2]
+    w = weight.reshape(c_out, -1)
+    return torch.matmul(w.t(), grad.reshape(n, c_out, -1)).view(n, w.shape[1], *grad.shape[2:])
+
+
 class Conv2dFn(Function):
     """conv2d (optionally weight-standardized) that keeps its input only when the weight trains."""
 
@@ -152,6 +221,8 @@ class Conv2dFn(Function):
                 grad, x, w_eff, None, stride, padding, dilation, False, [0, 0], groups, [need_x, True, False])
             if standardize:
                 grad_w = _standardize_backward(w, grad_w)
+        elif need_x and _pointwise(w_eff, stride, padding, groups):
+            grad_x = _pointwise_input_grad(grad, w_eff)
         elif need_x:
             grad_x = torch.ops.aten.convolution_backward(
                 grad, _shape_only(grad, x_shape), w_eff, None, stride, padding, dilation, False, [0, 0], groups,
@@ -159,6 +230,47 @@ class Conv2dFn(Function):
         if need_b:
             grad_b = grad.sum(dim=(0, 2, 3))
         return grad_x, grad_w, grad_b, None, None, None, None, None, None
+
+
+class ConvNormFn(Function):
+    """A conv followed by a fixed-statistics BatchNorm, both frozen (bias-only training): one Function whose
+    forward runs the two stock kernels (outputs equal stock's bit for bit) and whose backward folds the norm's
+    scale gamma / sqrt(var + eps) into the conv weight, which removes the norm's gradient pass. Neither layer
+    keeps an activation, as when run apart; the conv bias's gradient is the norm bias's times that scale."""
+
+    @staticmethod
+    def forward(ctx, x, weight, conv_bias, norm_weight, norm_bias, running_mean, running_var, eps,
+                stride, padding, dilation, groups, standardize, dequant):
+        w = weight if dequant is None else dequant()
+        y = F.conv2d(x, standardize_weight(w) if standardize else w, conv_bias, stride, padding, dilation, groups)
+        ctx.conf = (x.shape, eps, stride, padding, dilation, groups, standardize, dequant)
+        ctx.save_for_backward(weight if dequant is None else None, norm_weight, running_var)
+        return F.batch_norm(y, running_mean, running_var, norm_weight, norm_bias, False, 0.0, eps)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        weight, norm_weight, running_var = ctx.saved_tensors
+        x_shape, eps, stride, padding, dilation, groups, standardize, dequant = ctx.conf
+        need_x, _, need_conv_bias, _, need_norm_bias = ctx.needs_input_grad[:5]
+        scale = torch.rsqrt(running_var + eps)
+        if norm_weight is not None:
+            scale = scale * norm_weight
+        grad_x = grad_conv_bias = grad_norm_bias = None
+        if need_x:
+            w = weight if dequant is None else dequant()
+            w = (standardize_weight(w) if standardize else w) * scale.view(-1, 1, 1, 1)
+            if _pointwise(w, stride, padding, groups):
+                grad_x = _pointwise_input_grad(grad, w)
+            else:
+                grad_x = torch.ops.aten.convolution_backward(
+                    grad, _shape_only(grad, x_shape), w, None, stride, padding, dilation, False, [0, 0], groups,
+                    [True, False, False])[0]
+        if need_conv_bias or need_norm_bias:
+            grad_shift = grad.sum(dim=(0, 2, 3))
+            grad_norm_bias = grad_shift if need_norm_bias else None
+            grad_conv_bias = grad_shift * scale if need_conv_bias else None
+        return (grad_x, None, grad_conv_bias, None, grad_norm_bias) + (None,) * 9
 
 
 class LinearFn(Function):
@@ -191,26 +303,35 @@ class LinearFn(Function):
 
 
 class ClampMaskFn(Function):
-    """ReLU (upper None) or ReLU6 (upper 6) keeping a 1-bit mask of where the gradient passes.
+    """ReLU (upper None) or ReLU6 (upper 6) keeping a 1-bit mask of where the gradient passes, or (mask False) its
+    output, as stock's out-of-place kernels do, for small activations in a block's re-run, where what is kept
+    lives only until the block's backward that follows. Either way it clamps in place when asked, without the
+    copy of the input that stock autograd keeps for an in-place clamp.
 
-    The mask is read off the clamped output y (0 < x < upper exactly where y is neither 0 nor upper): y != 0,
-    or y * (y - upper) != 0, are a cast and two float passes, cheaper on CPU than two comparisons.
+    The mask is read off the clamped output y, as stock's backward reads it: ReLU's is y itself (nonzero where
+    the gradient passes); ReLU6's is hardtanh_backward's rule 0 < y < upper, one float pass (on CPU a
+    comparison producing bools costs several).
     """
 
     @staticmethod
-    def forward(ctx, x, upper, inplace):
+    def forward(ctx, x, upper, inplace, mask):
         if inplace:
             ctx.mark_dirty(x)
         y = x.clamp_(0, upper) if inplace else x.clamp(0, upper)
-        ctx.save_for_backward(pack_mask_of(y, torch.Tensor.bool if upper is None
-                                           else lambda v: v.sub(upper).mul_(v).bool()))
+        ctx.upper, ctx.mask = upper, mask
+        rule = _nonzero if upper is None else passes(torch.ops.aten.hardtanh_backward.grad_input, 0.0, upper)
+        ctx.save_for_backward(pack_mask_of(y, rule) if mask else y)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        (packed,) = ctx.saved_tensors
-        return masked_grad(grad, packed), None, None
+        (kept,) = ctx.saved_tensors
+        if ctx.mask:
+            return masked_grad(grad, kept), None, None, None
+        if ctx.upper is None:
+            return torch.ops.aten.threshold_backward(grad, kept, 0.0), None, None, None
+        return torch.ops.aten.hardtanh_backward(grad, kept, 0.0, ctx.upper), None, None, None
 
 
 class MaskGradFn(Function):
@@ -219,9 +340,10 @@ class MaskGradFn(Function):
     @staticmethod
     def forward(ctx, x, kind, slope):
         if kind == "leaky_relu":
-            packed, y = pack_mask_of(x, lambda v: v > 0), F.leaky_relu(x, slope)
+            packed = pack_mask_of(x, passes(torch.ops.aten.leaky_relu_backward.grad_input, 0.0, False))
+            y = F.leaky_relu(x, slope)
         else:  # hardsigmoid: derivative 1/6 inside (-3, 3)
-            packed, y = pack_mask_of(x, lambda v: (v > -3) & (v < 3)), F.hardsigmoid(x)
+            packed, y = pack_mask_of(x, passes(torch.ops.aten.hardsigmoid_backward.grad_input)), F.hardsigmoid(x)
         ctx.values = (slope, 1.0) if kind == "leaky_relu" else (0.0, 1.0 / 6.0)
         ctx.save_for_backward(packed)
         return y
@@ -231,7 +353,7 @@ class MaskGradFn(Function):
     def backward(ctx, grad):
         (packed,) = ctx.saved_tensors
         off, on = ctx.values
-        return unpack_mask_as(packed, grad.shape, off, on, grad.dtype).mul_(grad), None, None
+        return masked_grad(grad, packed, on, off), None, None
 
 
 _INPUT_KEEPERS: dict[str, tuple[Callable, Callable]] = {

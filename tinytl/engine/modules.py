@@ -23,14 +23,40 @@ def _needs_graph(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-RERUN_STOCK_NUMEL = 1 << 22  # activations re-run inside a block below this many elements take the stock kernel
+RERUN_STOCK_NUMEL = 1 << 22  # inside a block's re-run, activations / GroupNorms with smaller inputs keep as stock
+
+
+def _rerun_stock(x: torch.Tensor) -> bool:
+    """Whether an activation or GroupNorm keeps what stock PyTorch keeps (ReLU / ReLU6: its output, not a mask)
+    because its block is re-running and its input is small: that lives only until the block's backward, which
+    follows at once, and on small tensors mask packing costs more time than the few MB it saves
+    (docs/BENCHMARKS.md). Large inputs (a first stage at high resolution) keep the engine's rules: they set the
+    recompute peak."""
+    return EF.is_recomputing() and x.numel() < RERUN_STOCK_NUMEL
 
 
 def _needs_mask(x: torch.Tensor) -> bool:
-    """Whether a two-valued activation keeps a packed mask. Not when it is small and its block is re-running: what
-    the stock kernel keeps then lives only until the block's backward that follows at once, and on a small tensor
-    packing and unpacking costs 2-3x the stock kernels' time for a few MB at most (docs/BENCHMARKS.md)."""
-    return _needs_graph(x) and not (EF.is_recomputing() and x.numel() < RERUN_STOCK_NUMEL)
+    """Whether a two-valued activation keeps a packed mask (not in a small re-run: there the stock kernel)."""
+    return _needs_graph(x) and not _rerun_stock(x)
+
+
+FOLD_ATTR = "_tinytl_folded_norm"  # on a conv: the BatchNorm after it; on a conv's output: the norm applied
+
+
+def _foldable(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> bool:
+    """Whether a conv runs together with the BatchNorm after it (EF.ConvNormFn): fixed statistics and neither
+    weight training, so each keeps nothing either way and the pair's backward can fold the norm's scale in."""
+    fixed_stats = isinstance(norm, FrozenStatsBatchNorm2d) or not (norm.training or norm.running_mean is None)
+    return fixed_stats and not conv.weight.requires_grad and (norm.weight is None or not norm.weight.requires_grad)
+
+
+def _applied(x: torch.Tensor, norm: nn.Module) -> bool:
+    """Whether x comes from the conv before this norm, which applied the norm already (the mark is taken off, so
+    the tensor reads as unmarked to anything after)."""
+    if getattr(x, FOLD_ATTR, None) is not norm:
+        return False
+    delattr(x, FOLD_ATTR)
+    return True
 
 
 class EngineModule:
@@ -47,6 +73,13 @@ class EngineConv2d(EngineModule, nn.Conv2d, QuantizedWeight):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dequant = self.weight_dequantizer()
+        norm = self.__dict__.get(FOLD_ATTR)
+        if norm is not None and _foldable(self, norm) and _needs_graph(x, self.bias, norm.bias):
+            y = EF.ConvNormFn.apply(x, self.weight, self.bias, norm.weight, norm.bias, norm.running_mean,
+                                    norm.running_var, norm.eps, _pair(self.stride), _pair(self.padding),
+                                    _pair(self.dilation), self.groups, self.standardize, dequant)
+            setattr(y, FOLD_ATTR, norm)  # the norm, called next on y, passes it through
+            return y
         if not _needs_graph(x, self.weight, self.bias):
             w = self.weight if dequant is None else dequant()
             w = EF.standardize_weight(w) if self.standardize else w
@@ -83,9 +116,7 @@ class EngineReLU(EngineModule, nn.ReLU):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _needs_graph(x):
             return x.clamp_(0, self.upper) if self.inplace else x.clamp(0, self.upper)
-        if not _needs_mask(x):  # the stock kernels: threshold (ReLU), hardtanh (ReLU6)
-            return F.relu(x, self.inplace) if self.upper is None else F.hardtanh(x, 0.0, self.upper, self.inplace)
-        return EF.ClampMaskFn.apply(x, self.upper, self.inplace)
+        return EF.ClampMaskFn.apply(x, self.upper, self.inplace, not _rerun_stock(x))
 
 
 class EngineReLU6(EngineReLU, nn.ReLU6):
@@ -190,7 +221,7 @@ class EngineGroupNorm(EngineModule, nn.GroupNorm):
     stock_class = nn.GroupNorm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _needs_graph(x, self.weight, self.bias):
+        if not _needs_graph(x, self.weight, self.bias) or _rerun_stock(x):
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         return EF.GroupNormFn.apply(x, self.weight, self.bias, self.num_groups, self.eps)
 
@@ -202,6 +233,8 @@ class EngineBatchNorm2d(EngineModule, nn.BatchNorm2d):
     stock_class = nn.BatchNorm2d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _applied(x, self):
+            return x
         batch_stats = self.training or self.running_mean is None
         if not batch_stats:
             return _frozen_bn(self, x)
@@ -229,7 +262,7 @@ class EngineFrozenStatsBatchNorm2d(EngineModule, FrozenStatsBatchNorm2d):
     stock_class = FrozenStatsBatchNorm2d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _frozen_bn(self, x)
+        return x if _applied(x, self) else _frozen_bn(self, x)
 
 
 class EngineAvgPool2d(EngineModule, nn.AvgPool2d):
