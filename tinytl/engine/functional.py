@@ -73,6 +73,7 @@ def pack_mask_of(x: torch.Tensor, predicate: Callable[[torch.Tensor, torch.Tenso
 
 
 def _nonzero(part: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """Mask predicate for a ReLU's output: its nonzero entries are where the gradient passes."""
     return part
 
 
