@@ -188,13 +188,20 @@ def _pointwise_input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Ten
     return torch.matmul(w.t(), grad.reshape(n, c_out, -1)).view(n, w.shape[1], *grad.shape[2:])
 
 
+def effective_weight(weight: torch.Tensor, standardize: bool,
+                     dequant: Callable[[], torch.Tensor] | None) -> torch.Tensor:
+    """The weight a conv multiplies by: rebuilt from its low-precision codes when held so, then standardized when
+    the layer is weight-standardized."""
+    w = weight if dequant is None else dequant()
+    return standardize_weight(w) if standardize else w
+
+
 class Conv2dFn(Function):
     """conv2d (optionally weight-standardized) that keeps its input only when the weight trains."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, standardize, dequant):
-        w = weight if dequant is None else dequant()
-        w_eff = standardize_weight(w) if standardize else w
+        w_eff = effective_weight(weight, standardize, dequant)
         y = F.conv2d(x, w_eff, bias, stride, padding, dilation, groups)
         need_x, need_w, _ = ctx.needs_input_grad[:3]
         # a block re-run inside the backward keeps a frozen weight's effective form for the backward that follows
@@ -215,13 +222,12 @@ class Conv2dFn(Function):
         if ctx.eff_kept:
             w_eff = weight
         elif need_x or need_w:
-            w = weight if dequant is None else dequant()
-            w_eff = standardize_weight(w) if standardize else w
+            w_eff = effective_weight(weight, standardize, dequant)
         if need_w:
             grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
                 grad, x, w_eff, None, stride, padding, dilation, False, [0, 0], groups, [need_x, True, False])
-            if standardize:
-                grad_w = _standardize_backward(w, grad_w)
+            if standardize:  # a training weight is never held as codes, so `weight` is the raw one
+                grad_w = _standardize_backward(weight, grad_w)
         elif need_x and _pointwise(w_eff, stride, padding, groups):
             grad_x = _pointwise_input_grad(grad, w_eff)
         elif need_x:
@@ -242,8 +248,7 @@ class ConvNormFn(Function):
     @staticmethod
     def forward(ctx, x, weight, conv_bias, norm_weight, norm_bias, running_mean, running_var, eps,
                 stride, padding, dilation, groups, standardize, dequant):
-        w = weight if dequant is None else dequant()
-        y = F.conv2d(x, standardize_weight(w) if standardize else w, conv_bias, stride, padding, dilation, groups)
+        y = F.conv2d(x, effective_weight(weight, standardize, dequant), conv_bias, stride, padding, dilation, groups)
         ctx.conf = (x.shape, eps, stride, padding, dilation, groups, standardize, dequant)
         ctx.save_for_backward(weight if dequant is None else None, norm_weight, running_var)
         return F.batch_norm(y, running_mean, running_var, norm_weight, norm_bias, False, 0.0, eps)
@@ -259,8 +264,7 @@ class ConvNormFn(Function):
             scale = scale * norm_weight
         grad_x = grad_conv_bias = grad_norm_bias = None
         if need_x:
-            w = weight if dequant is None else dequant()
-            w = (standardize_weight(w) if standardize else w) * scale.view(-1, 1, 1, 1)
+            w = effective_weight(weight, standardize, dequant) * scale.view(-1, 1, 1, 1)
             if _pointwise(w, stride, padding, groups):
                 grad_x = _pointwise_input_grad(grad, w)
             else:

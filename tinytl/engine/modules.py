@@ -81,8 +81,7 @@ class EngineConv2d(EngineModule, nn.Conv2d, QuantizedWeight):
             setattr(y, FOLD_ATTR, norm)  # the norm, called next on y, passes it through
             return y
         if not _needs_graph(x, self.weight, self.bias):
-            w = self.weight if dequant is None else dequant()
-            w = EF.standardize_weight(w) if self.standardize else w
+            w = EF.effective_weight(self.weight, self.standardize, dequant)
             return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return EF.Conv2dFn.apply(x, self.weight, self.bias, _pair(self.stride), _pair(self.padding),
                                  _pair(self.dilation), self.groups, self.standardize, dequant)
